@@ -1,0 +1,79 @@
+# v3 build. `make` builds ./v3 and the test runner; `make test` runs the CPU tests (the README's test command);
+# `make test-gpu` runs the CUDA-vs-CPU checks (prints SKIP and exits 0 without a GPU); `make bench` builds benchmarks.
+# CUDA sources compile whenever nvcc is on PATH (no GPU needed): explicit sm_80 and sm_90 code plus compute_90 PTX.
+
+CC      ?= gcc
+NVCC    ?= $(shell command -v nvcc 2>/dev/null)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -march=x86-64-v2 -g
+CFLAGS  += -std=c11 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -fopenmp -Iinclude -I/usr/include/x86_64-linux-gnu/openblas-pthread
+LDLIBS  := -lyaml -lopenblas -lm -lpthread -fopenmp
+
+NVCCFLAGS ?= -O3 -std=c++17 -Iinclude \
+    -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+
+LIB_C   := $(filter-out host/main.c,$(wildcard host/*.c)) $(wildcard datasets/*.c)
+CU_SRC  := $(wildcard kernels/*.cu)
+TEST_C  := $(wildcard tests/test_*.c)
+GPU_TEST_C := $(wildcard tests/gpu/*.c)
+
+ifneq ($(NVCC),)
+  HAVE_CUDA := 1
+  CU_OBJ  := $(patsubst %.cu,build/%.o,$(CU_SRC))
+  CFLAGS  += -DV3_HAVE_CUDA=1 -I$(CUDA_HOME)/include
+  # Static cudart: the binary runs on a GPU machine whatever its toolkit layout (driver only needed).
+  LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
+else
+  HAVE_CUDA := 0
+  CU_OBJ  :=
+  LIB_C   += kernels/cuda_stub.c
+endif
+
+LIB_OBJ  := $(patsubst %.c,build/%.o,$(LIB_C)) $(CU_OBJ)
+TEST_OBJ := $(patsubst %.c,build/%.o,$(TEST_C))
+
+all: banner v3 tests/run_tests
+
+banner:
+	@if [ "$(HAVE_CUDA)" = 1 ]; then echo "v3 build: nvcc found at $(NVCC): CUDA kernels for sm_80, sm_90 + compute_90 PTX"; \
+	 else echo "v3 build: nvcc not found: CPU-only build (./v3 reports that CUDA is unavailable)"; fi
+
+build/%.o: %.c $(wildcard include/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+build/%.o: %.cu $(wildcard include/*.h) $(wildcard kernels/*.cuh)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+build/libv3.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+v3: build/host/main.o build/libv3.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+tests/run_tests: $(TEST_OBJ) build/libv3.a
+	$(CC) $(CFLAGS) $(TEST_OBJ) build/libv3.a -o $@ $(LDLIBS)
+
+tests/run_gpu_tests: $(patsubst %.c,build/%.o,$(GPU_TEST_C)) build/tests/test_util.o build/tests/test_main.o build/libv3.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+test: v3 tests/run_tests
+	OPENBLAS_NUM_THREADS=1 ./tests/run_tests
+
+test-gpu: tests/run_gpu_tests
+	./tests/run_gpu_tests
+
+bench: v3
+
+clean:
+	rm -rf build v3 tests/run_tests tests/run_gpu_tests
+
+print-config:
+	@echo "CC=$(CC) NVCC=$(NVCC) CUDA_HOME=$(CUDA_HOME) HAVE_CUDA=$(HAVE_CUDA)"
+	@echo "CFLAGS=$(CFLAGS)"
+	@echo "LDLIBS=$(LDLIBS)"
+
+.PHONY: all banner test test-gpu bench clean print-config

@@ -1,0 +1,94 @@
+/* Error reporting, checked allocation, CRC-32C, logging. */
+#define _POSIX_C_SOURCE 200809L
+#include "common.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static char g_err[1024];
+int v3_verbose = 1;
+
+int v3_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_err, sizeof g_err, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+const char *v3_last_error(void) { return g_err[0] ? g_err : "unknown error"; }
+void v3_clear_error(void) { g_err[0] = 0; }
+
+void v3_fatal_at(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "v3: internal error at %s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    abort();
+}
+
+void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) V3_FATAL("out of memory allocating %zu bytes", n);
+    return p;
+}
+
+void *xcalloc(size_t n, size_t sz) {
+    void *p = calloc(n ? n : 1, sz ? sz : 1);
+    if (!p) V3_FATAL("out of memory allocating %zu x %zu bytes", n, sz);
+    return p;
+}
+
+void *xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) V3_FATAL("out of memory reallocating %zu bytes", n);
+    return q;
+}
+
+float *falloc(size_t n) {
+    size_t bytes = (n ? n : 1) * sizeof(float);
+    bytes = (bytes + 63) & ~(size_t)63;
+    float *p = aligned_alloc(64, bytes);
+    if (!p) V3_FATAL("out of memory allocating %zu floats", n);
+    memset(p, 0, bytes);
+    return p;
+}
+
+void ffree(float *p) { free(p); }
+
+/* CRC-32C, reflected polynomial 0x82F63B78, table built on first use. */
+static uint32_t crc_table[256];
+static int crc_ready;
+
+uint32_t crc32c(uint32_t crc, const void *data, size_t n) {
+    if (!crc_ready) {
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+            crc_table[i] = c;
+        }
+        crc_ready = 1;
+    }
+    const unsigned char *p = data;
+    crc = ~crc;
+    while (n--) crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+void v3_log(const char *fmt, ...) {
+    if (v3_verbose <= 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+}
+
+double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}

@@ -1,0 +1,109 @@
+/* The `v3` command line: subcommands train, info, data, device. Exit codes: 0 success, 1 runtime error (bad
+ * input files, NaN loss, ...), 2 usage error, 130 interrupted (checkpoint saved). */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "config.h"
+#include "cuda_backend.h"
+#include "data_cli.h"
+#include "model.h"
+#include "train.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: v3 <command> [options]\n"
+            "commands:\n"
+            "  train   --config FILE --out DIR [--steps N] [--resume] [--data DIR] [--device auto|cpu|cuda]\n"
+            "          [--set section.key=value ...] [--quiet]      train V3 (CPU path in this build)\n"
+            "  info    --config FILE [--set ...]                     architecture and parameter counts\n"
+            "  data    synth|info ...                                make or inspect datasets (v3 data --help)\n"
+            "  device                                                report the CUDA device, if any\n"
+            "exit codes: 0 ok, 1 error, 2 usage error, 130 interrupted (checkpoint saved)\n");
+}
+
+static int usage_error(const char *cmd, const char *msg, const char *arg) {
+    fprintf(stderr, "v3 %s: %s '%s' (see v3 --help)\n", cmd, msg, arg ? arg : "");
+    return 2;
+}
+
+static int fail(void) {
+    fprintf(stderr, "v3: error: %s\n", v3_last_error());
+    return 1;
+}
+
+static int cmd_train(int argc, char **argv) {
+    TrainOpts o;
+    memset(&o, 0, sizeof o);
+    o.steps = -1;
+    o.device = "auto";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int has = i + 1 < argc;
+        if (!strcmp(a, "--config") && has) o.config_path = argv[++i];
+        else if (!strcmp(a, "--out") && has) o.out_dir = argv[++i];
+        else if (!strcmp(a, "--data") && has) o.data_dir = argv[++i];
+        else if (!strcmp(a, "--device") && has) o.device = argv[++i];
+        else if (!strcmp(a, "--steps") && has) {
+            char *end;
+            o.steps = strtol(argv[++i], &end, 10);
+            if (*end || o.steps < 0) return usage_error("train", "--steps expects a non-negative integer, got", argv[i]);
+        } else if (!strcmp(a, "--set") && has) {
+            if (o.n_sets == 64) return usage_error("train", "too many --set options at", argv[i + 1]);
+            o.sets[o.n_sets++] = argv[++i];
+        } else if (!strcmp(a, "--resume")) o.resume = 1;
+        else if (!strcmp(a, "--quiet")) v3_verbose = 0;
+        else if (!strcmp(a, "--help")) { usage(stdout); return 0; }
+        else return usage_error("train", "unknown or incomplete option", a);
+    }
+    if (!o.config_path) return usage_error("train", "missing required option", "--config FILE");
+    if (!o.out_dir) return usage_error("train", "missing required option", "--out DIR");
+    int rc = train_run(&o);
+    if (rc < 0) return fail();
+    return rc == 1 ? 130 : 0;
+}
+
+static int cmd_info(int argc, char **argv) {
+    const char *path = NULL, *sets[64];
+    int ns = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc) path = argv[++i];
+        else if (!strcmp(argv[i], "--set") && i + 1 < argc && ns < 64) sets[ns++] = argv[++i];
+        else if (!strcmp(argv[i], "--help")) { usage(stdout); return 0; }
+        else return usage_error("info", "unknown or incomplete option", argv[i]);
+    }
+    if (!path) return usage_error("info", "missing required option", "--config FILE");
+    Config c;
+    config_defaults(&c);
+    if (config_load(path, &c)) return fail();
+    for (int i = 0; i < ns; i++)
+        if (config_set(&c, sets[i])) return fail();
+    Model *m = model_build(&c, 0);
+    if (!m) return fail();
+    model_print_info(m, stdout);
+    model_free(m);
+    return 0;
+}
+
+static int cmd_device(void) {
+    char desc[256];
+    int n = cuda_probe(desc, sizeof desc);
+    if (n > 0) printf("CUDA: %d device(s); device 0: %s\n", n, desc);
+    else printf("CUDA: unavailable: %s\n", desc);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
+    if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(cmd, "data")) return cmd_data(argc - 1, argv + 1);
+    if (!strcmp(cmd, "device")) return cmd_device();
+    return usage_error("", "unknown command", cmd);
+}

@@ -1,0 +1,334 @@
+/* The training loop. The data order of epoch e is a permutation drawn from a stream derived from (seed, e), and
+ * all other randomness lives in the model's RNG (checkpointed), so a resumed run replays the uninterrupted one
+ * bit for bit on the same machine and thread count. */
+#define _POSIX_C_SOURCE 200809L
+#include "train.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "common.h"
+#include "config.h"
+#include "cuda_backend.h"
+#include "dataset.h"
+#include "model.h"
+
+static volatile sig_atomic_t g_stop;
+static void on_signal(int sig) { g_stop = sig; }
+
+static int mkdir_p(const char *path) {
+    char buf[2048];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0755) && errno != EEXIST) return v3_error("%s: cannot create directory: %s", buf, strerror(errno));
+            *p = '/';
+        }
+    if (mkdir(buf, 0755) && errno != EEXIST) return v3_error("%s: cannot create directory: %s", buf, strerror(errno));
+    return 0;
+}
+
+/* The model's expectations of a dataset, checked before step 0. */
+static int check_dataset(const Dataset *d, const Model *m) {
+    const ArchSpec *a = &m->arch;
+    if ((int)d->n_frag != m->cfg.n_fragments || (int)d->C != a->C || (int)d->H != a->H || (int)d->W != a->W)
+        return v3_error("%s: dataset fragments are %u x [%u, %u, %u] but the config's model expects %d x [%d, %d, %d] "
+                        "(model_config.n_fragments x [in_channels, n_feature, fragment_len])",
+                        d->path, d->n_frag, d->C, d->H, d->W, m->cfg.n_fragments, a->C, a->H, a->W);
+    if (d->n_samples < 2) return v3_error("%s: dataset has %llu samples; at least 2 are needed", d->path,
+                                          (unsigned long long)d->n_samples);
+    return 0;
+}
+
+/* Drop JSONL lines whose "step" is beyond the checkpoint, so a resumed log reads like an uninterrupted one. */
+static void truncate_log(const char *path, uint64_t step) {
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char tmp[1200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *o = fopen(tmp, "w");
+    if (!o) { fclose(f); return; }
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        const char *s = strstr(line, "\"step\":");
+        if (s && strtoull(s + 7, NULL, 10) > step) continue;
+        fputs(line, o);
+    }
+    fclose(f);
+    fclose(o);
+    rename(tmp, path);
+}
+
+typedef struct {
+    Model *m;
+    Dataset train, val;
+    int B, spe;          /* batch size, steps per epoch */
+    uint64_t seed;
+    int *perm;
+    int perm_epoch;
+    float *xb;
+    int32_t *cb, *sb;
+    FILE *log;
+    char dir[1024], ckdir[1100];
+} Run;
+
+/* Batch `pos` of epoch `epoch`: indices from that epoch's permutation. Returns the batch size. */
+static int load_batch(Run *r, int epoch, int pos) {
+    if (r->perm_epoch != epoch) {
+        Rng e;
+        rng_seed(&e, rng_derive_seed(r->seed, 0x5eed0000ull + (uint64_t)epoch));
+        rng_permutation(&e, (int)r->train.n_samples, r->perm);
+        r->perm_epoch = epoch;
+    }
+    int start = pos * r->B, n = (int)r->train.n_samples - start;
+    if (n > r->B) n = r->B;
+    dataset_gather(&r->train, r->perm + start, n, r->xb, r->cb, r->sb);
+    return n;
+}
+
+/* Validation in eval mode over the whole val split; returns mean total loss, fills purity. */
+static int validate(Run *r, double *val_loss, double *purity, LossTerms *mean) {
+    Dataset *v = &r->val;
+    int nb = (int)((v->n_samples + r->B - 1) / r->B), frags = r->m->cfg.n_fragments;
+    int *all_ind = xmalloc(sizeof(int) * v->n_samples * frags);
+    int *idx = xmalloc(sizeof(int) * r->B);
+    double tot = 0, w = 0;
+    memset(mean, 0, sizeof *mean);
+    for (int b = 0; b < nb; b++) {
+        int start = b * r->B, n = (int)v->n_samples - start;
+        if (n > r->B) n = r->B;
+        if (n < 2) break; /* sample-level statistics need two samples */
+        for (int i = 0; i < n; i++) idx[i] = start + i;
+        dataset_gather(v, idx, n, r->xb, NULL, NULL);
+        LossTerms L;
+        if (model_forward(r->m, r->xb, n, 0, &L)) { free(all_ind); free(idx); return -1; }
+        memcpy(all_ind + (size_t)start * frags, r->m->ind, sizeof(int) * n * frags);
+        tot += L.total * n;
+        w += n;
+        double *acc = &mean->total, *src = &L.total;
+        for (size_t k = 0; k < sizeof(LossTerms) / sizeof(double); k++) acc[k] += src[k] * n;
+    }
+    double *acc = &mean->total;
+    for (size_t k = 0; k < sizeof(LossTerms) / sizeof(double); k++) acc[k] /= w;
+    int counted = (int)w * frags;
+    *purity = codebook_purity(all_ind, v->content, counted, r->m->vq.K, (int)v->n_content);
+    *val_loss = tot / w;
+    free(all_ind);
+    free(idx);
+    return 0;
+}
+
+static void log_terms(FILE *f, const LossTerms *L) {
+    fprintf(f, "\"loss\":%.9e,\"recon\":%.9e,\"commit\":%.9e,\"content\":%.9e,\"style\":%.9e,\"sample\":%.9e,"
+               "\"fragment\":%.9e,\"Fc\":%.9e,\"Sc\":%.9e,\"Fs\":%.9e,\"Ss\":%.9e",
+            L->total, L->recon, L->commit, L->content, L->style, L->sample, L->fragment, L->Fc, L->Sc, L->Fs, L->Ss);
+}
+
+/* Keep the best save_top_k epoch checkpoints by validation loss (the authors' rule) plus latest.v3ck. */
+static int save_epoch_checkpoint(Run *r, const CkptMeta *meta) {
+    char path[1300];
+    snprintf(path, sizeof path, "%s/epoch%05u_step%08llu.v3ck", r->ckdir, meta->epoch,
+             (unsigned long long)meta->step);
+    if (checkpoint_save(path, r->m, meta)) return -1;
+    for (;;) {
+        DIR *d = opendir(r->ckdir);
+        if (!d) return v3_error("%s: cannot list checkpoints: %s", r->ckdir, strerror(errno));
+        struct dirent *e;
+        int count = 0;
+        double worst = -INFINITY;
+        char worst_name[512] = "";
+        while ((e = readdir(d))) {
+            size_t L = strlen(e->d_name);
+            if (strncmp(e->d_name, "epoch", 5) || L < 5 || strcmp(e->d_name + L - 5, ".v3ck")) continue;
+            char p[1700];
+            snprintf(p, sizeof p, "%s/%s", r->ckdir, e->d_name);
+            CkptMeta mm;
+            if (checkpoint_peek(p, &mm)) continue;
+            count++;
+            double vl = isnan(mm.val_loss) ? INFINITY : mm.val_loss;
+            if (vl > worst) { worst = vl; snprintf(worst_name, sizeof worst_name, "%s", e->d_name); }
+        }
+        closedir(d);
+        if (count <= r->m->cfg.save_top_k || !worst_name[0]) break;
+        char p[1700];
+        snprintf(p, sizeof p, "%s/%s", r->ckdir, worst_name);
+        unlink(p);
+    }
+    return 0;
+}
+
+static int save_latest(Run *r, uint64_t step, int epoch, double val_loss) {
+    char path[1300];
+    snprintf(path, sizeof path, "%s/latest.v3ck", r->ckdir);
+    CkptMeta meta = {step, r->seed, (uint32_t)epoch, val_loss};
+    return checkpoint_save(path, r->m, &meta);
+}
+
+static int resolve_device(const char *want) {
+    char desc[256];
+    int n = cuda_probe(desc, sizeof desc);
+    if (want && !strcmp(want, "cuda")) {
+        if (n <= 0) return v3_error("--device cuda: %s", desc);
+        return v3_error("--device cuda: found %s, but the CUDA training path is not in this build yet "
+                        "(use --device cpu)", desc);
+    }
+    if (want && strcmp(want, "cpu") && strcmp(want, "auto"))
+        return v3_error("--device: expected cpu, cuda or auto, got '%s'", want);
+    v3_log("v3: device: CPU (%s%s)\n", n > 0 ? "CUDA training path not in this build yet; GPU present: " : "",
+           desc);
+    return 0;
+}
+
+static int setup(Run *r, const TrainOpts *o, Config *c) {
+    config_defaults(c);
+    if (config_load(o->config_path, c)) return -1;
+    for (int i = 0; i < o->n_sets; i++)
+        if (config_set(c, o->sets[i])) return -1;
+    if (o->data_dir) snprintf(c->data_dir, sizeof c->data_dir, "%s", o->data_dir);
+    if (config_validate(c)) return -1;
+    if (!c->data_dir[0]) return v3_error("%s: key 'data_dir': expected a dataset directory (or pass --data DIR)", c->path);
+    if (!c->has_seed) v3_log("v3: note: %s: random_seed is empty; using seed 0 so the run is reproducible\n", c->path);
+    r->seed = c->has_seed ? c->random_seed : 0;
+    if (resolve_device(o->device)) return -1;
+    if (dataset_load_split(c->data_dir, "train", &r->train) || dataset_load_split(c->data_dir, "val", &r->val))
+        return -1;
+    r->m = model_build(c, r->seed);
+    if (!r->m) return -1;
+    if (check_dataset(&r->train, r->m) || check_dataset(&r->val, r->m)) return -1;
+    r->B = c->batch_size;
+    r->spe = (int)((r->train.n_samples + r->B - 1) / r->B);
+    if (r->train.n_samples % r->B == 1) { /* a 1-sample batch has no sample-level spread (0/0) */
+        r->spe--;
+        v3_log("v3: note: dropping the last batch of each epoch (1 sample: sample-level statistics need 2)\n");
+    }
+    r->perm = xmalloc(sizeof(int) * r->train.n_samples);
+    r->perm_epoch = -1;
+    size_t se = dataset_sample_elems(&r->train);
+    r->xb = falloc(se * r->B);
+    r->cb = xmalloc(sizeof(int32_t) * r->B * r->train.n_frag);
+    r->sb = xmalloc(sizeof(int32_t) * r->B * r->train.n_frag);
+    snprintf(r->dir, sizeof r->dir, "%s", o->out_dir);
+    snprintf(r->ckdir, sizeof r->ckdir, "%s/checkpoints", o->out_dir);
+    return mkdir_p(r->ckdir);
+}
+
+static void teardown(Run *r) {
+    if (r->log) fclose(r->log);
+    model_free(r->m);
+    dataset_free(&r->train);
+    dataset_free(&r->val);
+    free(r->perm);
+    ffree(r->xb);
+    free(r->cb);
+    free(r->sb);
+}
+
+static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
+    const Config *c = &r->m->cfg;
+    uint64_t total = o->steps >= 0 ? (uint64_t)o->steps : (uint64_t)c->epochs * r->spe;
+    double t0 = now_seconds(), last_val = NAN;
+    uint64_t step0 = step;
+    while (step < total && !g_stop) {
+        int epoch = (int)(step / r->spe), pos = (int)(step % r->spe);
+        int B = load_batch(r, epoch, pos);
+        double lr = c->lr * config_lr_factor(c, epoch);
+        LossTerms L;
+        if (model_forward(r->m, r->xb, B, 1, &L))
+            return v3_error("step %llu: %s; stopping (last good checkpoint kept in %s)", (unsigned long long)step,
+                            v3_last_error(), r->ckdir);
+        model_backward(r->m);
+        model_adamw(r->m, (float)lr);
+        step++;
+        if (step % (uint64_t)c->log_every_n_steps == 0 || step == total) {
+            fprintf(r->log, "{\"kind\":\"train\",\"step\":%llu,\"epoch\":%d,\"lr\":%.9e,", (unsigned long long)step,
+                    epoch, lr);
+            log_terms(r->log, &L);
+            fprintf(r->log, ",\"perplexity\":%.6f}\n", vq_perplexity(&r->m->vq));
+            fflush(r->log);
+            double el = now_seconds() - t0, rate = (step - step0) / (el > 0 ? el : 1e-9);
+            v3_log("step %llu/%llu  epoch %d  loss %.5f (recon %.5f content %.4f style %.4f sample %.4f fragment "
+                   "%.4f commit %.5f)  %.0f frag/s  ETA %.0fs\n", (unsigned long long)step,
+                   (unsigned long long)total, epoch, L.total, L.recon, L.content, L.style, L.sample, L.fragment,
+                   L.commit, rate * B * c->n_fragments, (total - step) / rate);
+        }
+        if (step % r->spe == 0) { /* epoch end: validate, checkpoint */
+            if ((epoch + 1) % c->val_every_n_epochs == 0) {
+                double purity;
+                LossTerms V;
+                if (validate(r, &last_val, &purity, &V)) return -1;
+                fprintf(r->log, "{\"kind\":\"val\",\"step\":%llu,\"epoch\":%d,", (unsigned long long)step, epoch);
+                log_terms(r->log, &V);
+                fprintf(r->log, ",\"purity\":%.6f}\n", purity);
+                fflush(r->log);
+                v3_log("val  epoch %d  loss %.5f  recon %.5f  codebook purity %.4f\n", epoch, last_val, V.recon,
+                       purity);
+            }
+            if ((epoch + 1) % c->save_every_n_epochs == 0) {
+                CkptMeta meta = {step, r->seed, (uint32_t)(epoch + 1), last_val};
+                if (save_epoch_checkpoint(r, &meta)) return -1;
+            }
+            if (save_latest(r, step, epoch + 1, last_val)) return -1;
+        }
+    }
+    if (step % r->spe != 0 || step == step0) /* mid-epoch stop (or nothing run): make the state resumable */
+        if (save_latest(r, step, (int)(step / r->spe), last_val)) return -1;
+    if (g_stop) {
+        v3_log("v3: interrupted by signal %d at step %llu; checkpoint saved in %s (continue with --resume)\n",
+               (int)g_stop, (unsigned long long)step, r->ckdir);
+        return 1;
+    }
+    v3_log("v3: done at step %llu; checkpoints in %s, log in %s/log.jsonl\n", (unsigned long long)step, r->ckdir,
+           r->dir);
+    return 0;
+}
+
+int train_run(const TrainOpts *o) {
+    Run r;
+    memset(&r, 0, sizeof r);
+    Config c;
+    g_stop = 0;
+    if (setup(&r, o, &c)) { teardown(&r); return -1; }
+    uint64_t step = 0;
+    char latest[1300], logp[1100];
+    snprintf(latest, sizeof latest, "%s/latest.v3ck", r.ckdir);
+    snprintf(logp, sizeof logp, "%s/log.jsonl", r.dir);
+    if (o->resume) {
+        CkptMeta meta;
+        if (checkpoint_load(latest, r.m, &meta)) { teardown(&r); return -1; }
+        if (meta.seed != r.seed) {
+            teardown(&r);
+            return v3_error("%s: checkpoint was written with seed %llu but the config gives %llu", latest,
+                            (unsigned long long)meta.seed, (unsigned long long)r.seed);
+        }
+        step = meta.step;
+        truncate_log(logp, step);
+        v3_log("v3: resumed from %s at step %llu\n", latest, (unsigned long long)step);
+    } else if (access(latest, F_OK) == 0) {
+        teardown(&r);
+        return v3_error("%s: a run already exists here; pass --resume to continue it or choose another --out", latest);
+    }
+    r.log = fopen(logp, o->resume ? "a" : "w");
+    if (!r.log) { teardown(&r); return v3_error("%s: cannot open log: %s", logp, strerror(errno)); }
+    FILE *cf;
+    char cpath[1100];
+    snprintf(cpath, sizeof cpath, "%s/config.txt", r.dir);
+    if ((cf = fopen(cpath, "w"))) { config_print(&r.m->cfg, cf); fclose(cf); }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int rc = train_loop(&r, o, step);
+    teardown(&r);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    return rc;
+}

@@ -1,0 +1,144 @@
+/* V3 statistics: four mean-pairwise-distance terms, their hinge losses and the exact backward pass.
+ * Distances are taken in difference form in double precision, so equal codewords give distance 0 exactly and
+ * contribute the zero subgradient, as the spec requires. */
+#include "v3loss.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+/* mpd over m rows of X (row stride d). If G != NULL, G[k] += gscale * d mpd / d x_k. */
+static double mpd(const double *X, int m, int d, double *G, double gscale) {
+    double sum = 0, coef = gscale * 2.0 / ((double)m * (m - 1));
+    for (int i = 0; i < m; i++)
+        for (int j = i + 1; j < m; j++) {
+            const double *a = X + (size_t)i * d, *b = X + (size_t)j * d;
+            double s = 0;
+            for (int t = 0; t < d; t++) {
+                double v = a[t] - b[t];
+                s += v * v;
+            }
+            double dist = sqrt(s);
+            sum += dist;
+            if (G && dist > 0) {
+                double k = coef / dist;
+                double *ga = G + (size_t)i * d, *gb = G + (size_t)j * d;
+                for (int t = 0; t < d; t++) {
+                    double v = k * (a[t] - b[t]);
+                    ga[t] += v;
+                    gb[t] -= v;
+                }
+            }
+        }
+    return 2.0 * sum / ((double)m * (m - 1));
+}
+
+/* Mean over groups of `per` consecutive rows: X [groups*per, d] -> M [groups, d]. */
+static void group_means(const double *X, int groups, int per, int d, double *M) {
+    for (int g = 0; g < groups; g++) {
+        double *mg = M + (size_t)g * d;
+        memset(mg, 0, sizeof(double) * d);
+        for (int k = 0; k < per; k++)
+            for (int t = 0; t < d; t++) mg[t] += X[((size_t)g * per + k) * d + t];
+        for (int t = 0; t < d; t++) mg[t] /= per;
+    }
+}
+
+/* Mean over samples of the within-sample mpd; G (if given) gets gscale/B times each sample's gradient. */
+static double frag_var(const double *X, int B, int n, int d, double *G, double gscale) {
+    double s = 0;
+    for (int b = 0; b < B; b++)
+        s += mpd(X + (size_t)b * n * d, n, d, G ? G + (size_t)b * n * d : NULL, gscale / B);
+    return s / B;
+}
+
+/* mpd over group means; G (if given) gets, for every row, 1/per of its group's mean gradient times gscale. */
+static double samp_var(const double *X, int groups, int per, int d, double *G, double gscale) {
+    double *M = xmalloc(sizeof(double) * groups * d);
+    group_means(X, groups, per, d, M);
+    double *GM = G ? xcalloc((size_t)groups * d, sizeof(double)) : NULL;
+    double v = mpd(M, groups, d, GM, gscale);
+    if (G)
+        for (int g = 0; g < groups; g++)
+            for (int k = 0; k < per; k++)
+                for (int t = 0; t < d; t++) G[((size_t)g * per + k) * d + t] += GM[(size_t)g * d + t] / per;
+    free(M);
+    free(GM);
+    return v;
+}
+
+int v3_supersample_n(int m) {
+    int best = 1;
+    for (int c = 1; (long)c * c <= m; c++)
+        if (m % c == 0) best = c;
+    return best;
+}
+
+static double *to_double(const float *x, size_t n) {
+    double *d = xmalloc(sizeof(double) * n);
+    for (size_t i = 0; i < n; i++) d[i] = x[i];
+    return d;
+}
+
+static double hinge(double r, double t, int *active) {
+    *active = (r - t) > 0;
+    return *active ? (r - t) / r : 0.0;
+}
+
+void v3_loss(const V3LossCfg *cfg, int B, int n, int dc, int ds, const float *zc, const float *q, const float *zs,
+             V3Stats *st, float *gzc, float *gzs) {
+    int N = B * n;
+    double *Zc = to_double(zc, (size_t)N * dc), *Q = to_double(q, (size_t)N * dc), *Zs = to_double(zs, (size_t)N * ds);
+    int nn = cfg->supersample_content ? v3_supersample_n(N) : n, nB = N / nn;
+    double r = cfg->relativity, eps = cfg->eps;
+
+    st->nB = nB;
+    st->nn = nn;
+    st->Fc = 0.5 * frag_var(Zc, B, n, dc, NULL, 0) + 0.5 * frag_var(Q, B, n, dc, NULL, 0);
+    st->Sc = 0.5 * samp_var(Zc, nB, nn, dc, NULL, 0) + 0.5 * samp_var(Q, nB, nn, dc, NULL, 0);
+    st->Fs = frag_var(Zs, B, n, ds, NULL, 0);
+    st->Ss = samp_var(Zs, B, n, ds, NULL, 0);
+    st->Ss_ss = cfg->supersample_content ? samp_var(Zs, nB, nn, ds, NULL, 0) : st->Ss;
+
+    int a_con, a_sty, a_samp, a_frag;
+    st->content = hinge(r, st->Fc / (st->Sc + eps), &a_con);
+    st->style = hinge(r, st->Ss / (st->Fs + eps), &a_sty);
+    st->sample = hinge(r, st->Ss_ss / (st->Sc + eps), &a_samp);
+    st->fragment = hinge(r, st->Fc / (st->Fs + eps), &a_frag);
+    st->weighted = cfg->w_content * st->content + cfg->w_style * st->style + cfg->w_sample * st->sample +
+                   cfg->w_fragment * st->fragment;
+
+    if (gzc || gzs) {
+        double Sce = st->Sc + eps, Fse = st->Fs + eps;
+        double wc = cfg->w_content * a_con, wst = cfg->w_style * a_sty, wsa = cfg->w_sample * a_samp,
+               wf = cfg->w_fragment * a_frag;
+        double dFc = -(wc / Sce + wf / Fse) / r;
+        double dSc = (wc * st->Fc + wsa * st->Ss_ss) / (Sce * Sce) / r;
+        double dFs = (wst * st->Ss + wf * st->Fc) / (Fse * Fse) / r;
+        double dSs = -(wst / Fse) / r, dSs_ss = -(wsa / Sce) / r;
+        if (!cfg->supersample_content) dSs += dSs_ss;
+        if (gzc) {
+            double *G = xcalloc((size_t)N * dc, sizeof(double));
+            /* q's gradient lands on z_c (straight-through), so both halves accumulate into G. */
+            frag_var(Zc, B, n, dc, G, 0.5 * dFc);
+            frag_var(Q, B, n, dc, G, 0.5 * dFc);
+            samp_var(Zc, nB, nn, dc, G, 0.5 * dSc);
+            samp_var(Q, nB, nn, dc, G, 0.5 * dSc);
+            for (size_t i = 0; i < (size_t)N * dc; i++) gzc[i] += (float)G[i];
+            free(G);
+        }
+        if (gzs) {
+            double *G = xcalloc((size_t)N * ds, sizeof(double));
+            frag_var(Zs, B, n, ds, G, dFs);
+            samp_var(Zs, B, n, ds, G, dSs);
+            if (cfg->supersample_content) samp_var(Zs, nB, nn, ds, G, dSs_ss);
+            for (size_t i = 0; i < (size_t)N * ds; i++) gzs[i] += (float)G[i];
+            free(G);
+        }
+    }
+    free(Zc);
+    free(Q);
+    free(Zs);
+}

@@ -1,0 +1,39 @@
+/* Shared helpers: error reporting, checked allocation, small utilities.
+ * Library code never exits on bad input: it records a one-line message with v3_error() and returns -1.
+ * The CLI prints that message ("v3: error: ...") and exits non-zero; tests read it with v3_last_error(). */
+#ifndef V3_COMMON_H
+#define V3_COMMON_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#if defined(__GNUC__)
+#define V3_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define V3_PRINTF(a, b)
+#endif
+
+/* Record an error message (one line, no trailing newline). Always returns -1 so callers can `return v3_error(...)`. */
+int v3_error(const char *fmt, ...) V3_PRINTF(1, 2);
+const char *v3_last_error(void);
+void v3_clear_error(void);
+
+/* Fatal internal errors (bugs, out of memory): print file:line and abort the process. */
+void v3_fatal_at(const char *file, int line, const char *fmt, ...) V3_PRINTF(3, 4);
+#define V3_FATAL(...) v3_fatal_at(__FILE__, __LINE__, __VA_ARGS__)
+
+void *xmalloc(size_t n);          /* never returns NULL */
+void *xcalloc(size_t n, size_t sz);
+void *xrealloc(void *p, size_t n);
+float *falloc(size_t n);          /* 64-byte aligned float buffer, zeroed */
+void ffree(float *p);
+
+/* CRC-32C (Castagnoli), used for dataset and checkpoint integrity. */
+uint32_t crc32c(uint32_t crc, const void *data, size_t n);
+
+/* Verbosity for progress output: 0 quiet, 1 normal. */
+extern int v3_verbose;
+void v3_log(const char *fmt, ...) V3_PRINTF(1, 2); /* to stderr when v3_verbose > 0 */
+
+double now_seconds(void);
+#endif

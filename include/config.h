@@ -1,0 +1,66 @@
+/* Training configuration, read from the authors' YAML layout (cfg_v3_*.yaml) plus a few keys of our own.
+ * Every authors' key is accepted; keys that only drive their Python code (wandb, num_workers, ...) are accepted
+ * and ignored with a one-line notice. Unknown keys and wrong types are errors naming file, key and expectation. */
+#ifndef V3_CONFIG_H
+#define V3_CONFIG_H
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum { ARCH_INSNOTES = 0, ARCH_PHONENUMS, ARCH_SPRITES, ARCH_SVHN, ARCH_TINY, ARCH_COUNT } ArchKind;
+
+typedef struct {
+    char path[512];           /* file the config came from */
+
+    /* top level (authors' keys) */
+    char name[128];
+    char dataloader[64];      /* e.g. "phonenums_dataloader"; selects the architecture as in the authors' factory */
+    char data_dir[512];       /* dataset directory: holds train.v3ds, val.v3ds, test.v3ds */
+    char method[32];          /* only "V3" is supported here */
+    char device[16];          /* "cuda" or "cpu" (CLI --device overrides) */
+    char precision[16];       /* "float32" (others rejected for now) */
+    int batch_size;
+    int epochs;
+    int val_every_n_epochs;
+    int log_every_n_steps;
+    int save_top_k;
+    int save_every_n_epochs;
+    int has_seed;             /* random_seed given (an empty value means unseeded in the authors' code; we default to 0 and say so) */
+    uint64_t random_seed;
+
+    /* loss_config */
+    double w_recon, w_content, w_style, w_sample, w_fragment, w_commit;
+    double relativity;
+    int supersample_content;  /* bool */
+
+    /* model_config */
+    ArchKind arch;            /* from model_config.arch (ours) or else from the dataloader name */
+    int n_channels, n_fragments, fragment_len, n_feature, d_emb_c, d_emb_s, n_atoms;
+    int in_channels;          /* ours: image channels (1 InsNotes, 3 images); default from the architecture */
+    double threshold_ema_dead_code;
+    double vq_ema_decay;
+    int kmeans_iters;         /* ours, default 10 */
+
+    /* optimizer_config */
+    char optimizer[16];       /* "AdamW" (SGD is rejected for now) */
+    double lr, beta1, beta2, eps, momentum, weight_decay;
+    char scheduler[32];       /* "exponential_decay" or "cosine_annealing" */
+    double lr_anneal_epochs, lr_anneal_min_factor;
+    double lr_decay_factor, lr_decay_epochs, lr_decay_min_factor;
+    double warmup_epochs, warmup_factor;
+} Config;
+
+/* Fill with the authors' defaults (their cfg values; arch phonenums). */
+void config_defaults(Config *c);
+/* Load a YAML file over the defaults. Returns 0, or -1 with v3_last_error() naming file, key and expectation. */
+int config_load(const char *path, Config *c);
+/* Apply one "section.key=value" override (the same typing rules as the file). */
+int config_set(Config *c, const char *assignment);
+/* Check cross-field consistency (positive sizes, n_channels divisible as the architecture needs, ...). */
+int config_validate(const Config *c);
+const char *arch_name(ArchKind a);
+int arch_from_name(const char *s, ArchKind *out); /* accepts insnotes|phonenums|sprites|svhn|tiny */
+/* Learning-rate multiplier for epoch e (0-based) under the configured scheduler (authors' formulas). */
+double config_lr_factor(const Config *c, int epoch);
+/* Print the effective configuration as a `| key | value |` table to f. */
+void config_print(const Config *c, FILE *f);
+#endif

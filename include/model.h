@@ -1,0 +1,93 @@
+/* The V3 content/style autoencoder (spec v3.md §2) on the CPU: encoder CNNs, linear heads, VQ, decoder CNNs.
+ * All parameters live in one float buffer (grads, Adam m and v beside it) behind a name table that follows the
+ * authors' PyTorch state_dict names; BatchNorm running statistics live in a second buffer. */
+#ifndef V3_MODEL_H
+#define V3_MODEL_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "ops.h"
+#include "rng.h"
+#include "v3loss.h"
+#include "vq.h"
+
+typedef struct { int cin, ch, L, nb, kh, kw, sh, sw; } EncSpec; /* EncCNN(cin, ch, L, nb, k, s) */
+typedef struct { int ch, cout, L, nb, kh, kw, uh, uw; } DecSpec; /* DecCNN(ch, cout, L, nb, k, up) */
+typedef struct {
+    int C, H, W;          /* fragment tensor */
+    EncSpec e1, e2;
+    DecSpec d2, d1;
+    int bc, bh, bw;       /* bottleneck [ch, H, W] */
+} ArchSpec;
+
+/* Architecture of a config (fragment shape from in_channels/n_feature/fragment_len). -1 + error if the
+ * sizes do not work out (odd sizes at a stride, bottleneck mismatch). */
+int arch_spec(const Config *c, ArchSpec *a);
+
+typedef struct { size_t off, n; char name[96]; int trainable; int enc; } TensorInfo;
+
+typedef enum { ST_STEM, ST_BLOCK, ST_UPSAMPLE, ST_OUTCONV } StageKind;
+typedef struct { ConvGeom g; size_t w, b; int transposed; } ConvL;
+typedef struct { int C; size_t g, b, rm, rv; float *mean, *invstd; } BnL;
+typedef struct {
+    StageKind kind;
+    int cin, H, W, cout, Ho, Wo, uh, uw, has_sc;
+    ConvL c0, c1, sc;
+    BnL n0, n1, nsc;
+    const float *x;                       /* input seen in the last forward */
+    float *a0, *bn0, *g0, *a1, *s, *sa, *y; /* activations [N, ...] */
+} Stage;
+
+typedef struct { double total, recon, commit, content, style, sample, fragment, Fc, Sc, Fs, Ss; } LossTerms;
+
+typedef struct {
+    Config cfg;
+    ArchSpec arch;
+    int dc, ds, flat;
+    /* parameters */
+    TensorInfo *params; int n_params_t;
+    TensorInfo *bufs; int n_bufs_t;
+    size_t n_params, n_trainable, n_bufs, n_enc_params;
+    float *p, *g, *m, *v;   /* [n_params] (m, v cover the trainable prefix) */
+    float *buf;             /* BN running stats [n_bufs] */
+    /* layers */
+    Stage *enc; int n_enc; Stage *dec; int n_dec;
+    ConvL dummy;
+    size_t lin1_w, lin1_b, linc_w, linc_b, lins_w, lins_b;    /* encoder linear layers */
+    size_t dlinc_w, dlinc_b, dlins_w, dlins_b, lin0_w, lin0_b; /* decoder linear layers */
+    VQ vq;
+    Rng rng;                /* VQ k-means and dead-code draws */
+    V3LossCfg loss;
+    /* activations for the current batch size */
+    int N, B, n;
+    float *x_in, *h, *hg, *hc, *hs, *zc, *zs, *q, *dcp, *dsp, *cat, *p0, *p0g, *xhat;
+    int *ind;
+    float *pool[4]; size_t pool_n;
+    float *gzc, *gzs, *tmp_c, *tmp_s;
+    LossTerms last;
+    V3Stats last_stats;
+    int last_train;
+    long adam_t;            /* AdamW steps taken */
+} Model;
+
+/* Build from a config: architecture, parameter table, PyTorch-default initialisation from `seed`. */
+Model *model_build(const Config *c, uint64_t seed);
+void model_free(Model *m);
+/* Print the parameter count (total, encoder, decoder, and without the unused bn_c/bn_s). */
+void model_print_info(const Model *m, FILE *f);
+
+/* Forward + loss on x [B, n, C, H, W]. train=1: BN batch statistics, VQ EMA update (VQ_TRAIN);
+ * train=0: BN running statistics, VQ frozen and no commit term. Returns 0, or -1 if the loss is NaN/Inf. */
+int model_forward(Model *m, const float *x, int B, int train, LossTerms *out);
+/* Variant for tests: VQ in a given mode (e.g. VQ_FROZEN keeps BN in train mode but leaves the codebook). */
+int model_forward_mode(Model *m, const float *x, int B, int bn_train, VqMode vq_mode, LossTerms *out);
+/* Backward of the last training forward: fills m->g (zeroed first). */
+void model_backward(Model *m);
+/* One AdamW step over the trainable parameters with learning rate lr. */
+void model_adamw(Model *m, float lr);
+
+/* Test hook: when not NULL, the quantiser output is replaced by zc + (ste_offset) where ste_offset is fixed, so
+ * finite differences of the whole model see exactly the straight-through gradient. */
+extern const float *model_test_q_offset;
+#endif

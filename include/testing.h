@@ -1,0 +1,50 @@
+/* Minimal test framework: TEST(name) { ...; return 0; } registers itself at load time.
+ * Return 0 = pass, 1 = fail, 77 = skip. CHECK() prints the location and a message and fails the test. */
+#ifndef V3_TESTING_H
+#define V3_TESTING_H
+#include <stdio.h>
+#include <math.h>
+
+typedef int (*test_fn)(void);
+void test_register(const char *name, const char *file, test_fn fn);
+
+#define TEST(name)                                                              \
+    static int name(void);                                                      \
+    __attribute__((constructor)) static void register_##name(void) {            \
+        test_register(#name, __FILE__, name);                                   \
+    }                                                                           \
+    static int name(void)
+
+#define CHECK(cond, ...)                                                        \
+    do {                                                                        \
+        if (!(cond)) {                                                          \
+            fprintf(stderr, "    %s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                       \
+            fputc('\n', stderr);                                                \
+            return 1;                                                           \
+        }                                                                       \
+    } while (0)
+
+#define SKIP(...) do { fprintf(stderr, "    SKIP: "); fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); return 77; } while (0)
+
+/* Helpers for numeric tests (tests/test_util.c). */
+/* Max over i of |a-b| / (atol + rtol*|b|); NaN or Inf anywhere in a or b gives +INFINITY (NaN never passes). */
+double max_scaled_err(const float *a, const float *b, size_t n, double atol, double rtol, size_t *worst);
+void fill_uniform(float *x, size_t n, unsigned long long seed, float lo, float hi);
+void poison(float *x, size_t n); /* fills with NaN so untouched outputs are caught */
+/* A fresh temporary directory for a test (under $TMPDIR or /tmp); caller owns the string. */
+char *test_tmpdir(const char *tag);
+
+
+/* Finite-difference gradient check. f(ctx) evaluates the scalar loss from the current buffers; theta (n floats)
+ * is perturbed in place by +-eps at up to max_coords coordinates (all when n <= max_coords, else an even
+ * stride), and the central difference is compared with grad. Returns the relative error
+ * ||fd - g|| / max(||fd||, ||g||, tiny) over the checked coordinates (INFINITY if anything is not finite). */
+typedef double (*fd_loss_fn)(void *ctx);
+double fd_rel_error(fd_loss_fn f, void *ctx, float *theta, const float *grad, size_t n, size_t max_coords,
+                    double eps);
+/* Same with the denominator at least floor_rms * sqrt(checked coordinates): for tensors whose true gradient is
+ * ~0 (a conv bias followed by BatchNorm), errors are then measured against the model's gradient scale. */
+double fd_rel_error_floor(fd_loss_fn f, void *ctx, float *theta, const float *grad, size_t n, size_t max_coords,
+                          double eps, double floor_rms);
+#endif

@@ -1,0 +1,21 @@
+/* `v3 train`: the CPU training loop with validation, logging, best-k checkpoints and exact resume. */
+#ifndef V3_TRAIN_H
+#define V3_TRAIN_H
+#include <stdint.h>
+
+typedef struct {
+    const char *config_path;
+    const char *out_dir;
+    const char *data_dir;   /* overrides config data_dir when set */
+    long steps;             /* stop after this many total steps (<0: epochs * steps per epoch) */
+    int resume;
+    const char *device;     /* "auto", "cpu", "cuda" */
+    const char *sets[64];   /* --set key=value overrides */
+    int n_sets;
+} TrainOpts;
+
+int train_run(const TrainOpts *o);
+
+/* Codebook purity: fraction of fragments whose atom's majority content label equals their own label. */
+double codebook_purity(const int *ind, const int32_t *content, int N, int K, int n_content);
+#endif

@@ -1,0 +1,28 @@
+/* The V3 statistics and hinge losses (spec v3.md §3), forward and hand-written backward, CPU reference.
+ * mpd = mean pairwise Euclidean distance over ordered pairs; u(0) = 0 (zero subgradient at zero distance). */
+#ifndef V3_V3LOSS_H
+#define V3_V3LOSS_H
+
+typedef struct {
+    double w_content, w_style, w_sample, w_fragment;
+    double relativity; /* r */
+    double eps;        /* 1e-5 */
+    int supersample_content;
+} V3LossCfg;
+
+typedef struct {
+    double Fc, Sc, Fs, Ss; /* content_frag_var, content_samp_var, style_frag_var, style_samp_var */
+    double Ss_ss;          /* supersample style spread (only with supersample_content; else = Ss) */
+    double content, style, sample, fragment; /* unweighted hinge values h(.) */
+    double weighted;       /* w_content*content + ... + w_fragment*fragment */
+    int nB, nn;            /* the (B', n') grouping used for S_c (= B, n without supersampling) */
+} V3Stats;
+
+/* Largest divisor of m that is <= floor(sqrt(m)) (the supersample fragment count n'). */
+int v3_supersample_n(int m);
+
+/* zc, q: [B*n, dc]; zs: [B*n, ds] (fragment index b*n+k). Fills st. If gzc/gzs are not NULL, ADDS the gradient
+ * of st->weighted to them (q's share goes to zc: straight-through). Requires B >= 2 (B' >= 2) and n >= 2. */
+void v3_loss(const V3LossCfg *cfg, int B, int n, int dc, int ds, const float *zc, const float *q, const float *zs,
+             V3Stats *st, float *gzc, float *gzs);
+#endif

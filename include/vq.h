@@ -1,0 +1,39 @@
+/* Vector quantiser as the authors use it (vector-quantize-pytorch 1.18.0 VectorQuantize, spec v3.md §4):
+ * Euclidean nearest codeword (lowest index on ties), straight-through estimator, commitment MSE, EMA codebook
+ * with Laplace smoothing, k-means initialisation on the first forward call, dead-code replacement. */
+#ifndef V3_VQ_H
+#define V3_VQ_H
+#include "rng.h"
+
+typedef struct {
+    int K, d;
+    float decay;        /* lambda */
+    float threshold;    /* dead-code threshold T (0 = off) */
+    int kmeans_iters;
+    float *embed;       /* [K, d] */
+    float *embed_avg;   /* [K, d] */
+    float *cluster_size;/* [K] */
+    float initted;      /* 0 or 1; a float so it lives in the checkpointed buffer table like the others */
+} VQ;
+
+typedef enum { VQ_TRAIN = 0, VQ_EVAL = 1, VQ_FROZEN = 2 } VqMode;
+
+void vq_init(VQ *vq, int K, int d, float decay, float threshold, int kmeans_iters);
+void vq_free(VQ *vq);
+
+/* Nearest codeword of every row of x [N, d] (squared distance in double, lowest index wins ties). */
+void vq_assign(const float *embed, int K, int d, int N, const float *x, int *ind);
+
+/* Forward. Initialises the codebook by k-means on x if not yet done (any mode). Writes ind [N] and
+ * q [N, d] = embed[ind] with the codebook *before* this call's update, and returns the commitment loss
+ * mean((q - x)^2) (0 in VQ_EVAL). VQ_TRAIN then updates the EMA state and replaces dead codes. */
+double vq_forward(VQ *vq, int N, const float *x, float *q, int *ind, VqMode mode, Rng *rng);
+
+/* k-means init (exposed for tests). */
+void vq_kmeans_init(VQ *vq, int N, const float *x, Rng *rng);
+/* EMA update and dead-code replacement from this batch's assignment (exposed for tests). */
+void vq_ema_update(VQ *vq, int N, const float *x, const int *ind, Rng *rng);
+
+/* Codebook usage from the last EMA counts: perplexity exp(H(p)) and the number of codes with cluster_size < T. */
+double vq_perplexity(const VQ *vq);
+#endif

@@ -1,0 +1,169 @@
+/* Whole-model checks: parameter counts of the authors' architectures, finite-difference gradients of the full
+ * model + V3 loss on a tiny config (straight-through surrogate), NaN detection, eval-mode behaviour. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "config.h"
+#include "model.h"
+#include "testing.h"
+
+static void tiny_config(Config *c) {
+    config_defaults(c);
+    snprintf(c->path, sizeof c->path, "(test)");
+    c->arch = ARCH_TINY;
+    c->n_channels = 16;
+    c->n_fragments = 3;
+    c->n_feature = 8;
+    c->fragment_len = 8;
+    c->d_emb_c = 6;
+    c->d_emb_s = 5;
+    c->n_atoms = 4;
+    c->relativity = 1e3; /* every hinge active, so each V3 term contributes gradient */
+    c->threshold_ema_dead_code = 0;
+}
+
+static int count_for(ArchKind a, int nc, int nfrag, int H, int W, int K, size_t want) {
+    Config c;
+    config_defaults(&c);
+    c.arch = a;
+    c.n_channels = nc;
+    c.n_fragments = nfrag;
+    c.n_feature = H;
+    c.fragment_len = W;
+    c.n_atoms = K;
+    Model *m = model_build(&c, 0);
+    CHECK(m, "build %s failed: %s", arch_name(a), v3_last_error());
+    size_t got = m->n_params, trained = m->n_trainable;
+    model_free(m);
+    CHECK(got == want, "%s: %zu parameters, spec says %zu", arch_name(a), got, want);
+    CHECK(trained == want - 2048, "%s: trained %zu, want %zu (without bn_c/bn_s)", arch_name(a), trained, want - 2048);
+    return 0;
+}
+
+TEST(model_param_count_insnotes) { return count_for(ARCH_INSNOTES, 512, 12, 512, 32, 12, 55185133); }
+TEST(model_param_count_phonenums) { return count_for(ARCH_PHONENUMS, 256, 10, 48, 32, 10, 20612787); }
+TEST(model_param_count_sprites) { return count_for(ARCH_SPRITES, 256, 9, 64, 64, 18, 25858227); }
+TEST(model_param_count_svhn) { return count_for(ARCH_SVHN, 512, 2, 48, 32, 20, 109530595); }
+
+TEST(model_rejects_odd_sizes) {
+    Config c;
+    tiny_config(&c);
+    c.n_feature = 10; /* 10 -> 5 -> odd at the second stride */
+    Model *m = model_build(&c, 0);
+    CHECK(!m, "odd fragment size accepted");
+    CHECK(strstr(v3_last_error(), "odd"), "message: %s", v3_last_error());
+    return 0;
+}
+
+TEST(model_init_is_seeded_and_pytorch_bounds) {
+    Config c;
+    tiny_config(&c);
+    Model *a = model_build(&c, 5), *b = model_build(&c, 5), *d = model_build(&c, 6);
+    CHECK(a && b && d, "build failed: %s", v3_last_error());
+    int same = !memcmp(a->p, b->p, sizeof(float) * a->n_params), differ = memcmp(a->p, d->p, sizeof(float) * a->n_params);
+    /* conv weight bound 1/sqrt(cin*kh*kw); convT bound uses cout*kh*kw (dim 1 of its weight) */
+    const Stage *st = &a->enc[0], *out = &a->dec[a->n_dec - 1];
+    float b1 = 1.0f / sqrtf((float)(st->c0.g.cin * 9)), b2 = 1.0f / sqrtf((float)(out->c0.g.cout * 9));
+    float mx1 = 0, mx2 = 0;
+    for (size_t i = 0; i < (size_t)st->c0.g.cin * st->c0.g.cout * 9; i++) mx1 = fmaxf(mx1, fabsf(a->p[st->c0.w + i]));
+    for (size_t i = 0; i < (size_t)out->c0.g.cin * out->c0.g.cout * 9; i++) mx2 = fmaxf(mx2, fabsf(a->p[out->c0.w + i]));
+    model_free(a); model_free(b); model_free(d);
+    CHECK(same && differ, "initialisation not a function of the seed");
+    CHECK(mx1 <= b1 && mx1 > 0.8f * b1, "conv weights max %.4f, bound %.4f", mx1, b1);
+    CHECK(mx2 <= b2 && mx2 > 0.5f * b2, "convT weights max %.4f, bound %.4f (fan_in = out_channels*k*k)", mx2, b2);
+    return 0;
+}
+
+typedef struct { Model *m; const float *x; int B; } MCtx;
+
+static double model_loss(void *p) {
+    MCtx *c = p;
+    LossTerms L;
+    model_forward_mode(c->m, c->x, c->B, 1, VQ_FROZEN, &L);
+    return L.total;
+}
+
+TEST(model_whole_gradient_fd_tiny) {
+    Config c;
+    tiny_config(&c);
+    Model *m = model_build(&c, 11);
+    CHECK(m, "build failed: %s", v3_last_error());
+    int B = 4, N = B * c.n_fragments;
+    size_t nx = (size_t)N * 3 * 8 * 8;
+    float *x = falloc(nx);
+    fill_uniform(x, nx, 12, -1, 1);
+    MCtx ctx = {m, x, B};
+    LossTerms L;
+    model_forward_mode(m, x, B, 1, VQ_TRAIN, &L); /* k-means init + one EMA update */
+    /* Straight-through surrogate: q = zc + fixed offset (the codeword minus zc at this point). */
+    model_forward_mode(m, x, B, 1, VQ_FROZEN, &L);
+    float *off = falloc((size_t)N * c.d_emb_c);
+    for (size_t i = 0; i < (size_t)N * c.d_emb_c; i++) off[i] = m->q[i] - m->zc[i];
+    model_test_q_offset = off;
+    model_forward_mode(m, x, B, 1, VQ_FROZEN, &L);
+    model_backward(m);
+    float *grad = falloc(m->n_params);
+    memcpy(grad, m->g, sizeof(float) * m->n_params);
+    int active = L.content > 0 && L.style > 0 && L.sample > 0 && L.fragment > 0 && L.commit > 0;
+    double gss = 0;
+    for (size_t i = 0; i < m->n_trainable; i++) gss += (double)grad[i] * grad[i];
+    double rms = sqrt(gss / m->n_trainable), worst = 0;
+    const char *worst_name = "";
+    for (int t = 0; t < m->n_params_t; t++) {
+        const TensorInfo *ti = &m->params[t];
+        if (!ti->trainable) continue;
+        double e = fd_rel_error_floor(model_loss, &ctx, m->p + ti->off, grad + ti->off, ti->n, 12, 1e-2, 0.1 * rms);
+        if (e > worst) { worst = e; worst_name = ti->name; }
+    }
+    model_test_q_offset = NULL;
+    char name[96];
+    snprintf(name, sizeof name, "%s", worst_name);
+    model_free(m); ffree(x); ffree(off); ffree(grad);
+    CHECK(active, "expected all loss terms active (content %.3g style %.3g sample %.3g fragment %.3g commit %.3g)",
+          L.content, L.style, L.sample, L.fragment, L.commit);
+    CHECK(worst < 2e-2, "worst relative FD error %.3g in tensor %s", worst, name);
+    return 0;
+}
+
+TEST(model_nan_loss_is_reported) {
+    Config c;
+    tiny_config(&c);
+    Model *m = model_build(&c, 1);
+    size_t nx = (size_t)2 * 3 * 3 * 64;
+    float *x = falloc(nx);
+    fill_uniform(x, nx, 2, -1, 1);
+    m->p[m->lin0_b] = NAN;
+    LossTerms L;
+    int rc = model_forward(m, x, 2, 1, &L);
+    model_free(m); ffree(x);
+    CHECK(rc == -1, "NaN loss not reported");
+    CHECK(strstr(v3_last_error(), "non-finite loss"), "message: %s", v3_last_error());
+    return 0;
+}
+
+TEST(model_eval_mode_is_pure) {
+    /* Eval: BN running stats, VQ frozen, no commit term; two eval passes give identical outputs and leave
+     * parameters, buffers and codebook untouched. */
+    Config c;
+    tiny_config(&c);
+    Model *m = model_build(&c, 3);
+    size_t nx = (size_t)3 * 3 * 3 * 64;
+    float *x = falloc(nx);
+    fill_uniform(x, nx, 4, -1, 1);
+    LossTerms L1, L2;
+    model_forward(m, x, 3, 1, &L1); /* train step initialises the codebook and moves BN running stats */
+    float *buf = falloc(m->n_bufs), *emb = falloc((size_t)m->vq.K * m->vq.d);
+    memcpy(buf, m->buf, sizeof(float) * m->n_bufs);
+    memcpy(emb, m->vq.embed, sizeof(float) * m->vq.K * m->vq.d);
+    model_forward(m, x, 3, 0, &L1);
+    model_forward(m, x, 3, 0, &L2);
+    int same_buf = !memcmp(buf, m->buf, sizeof(float) * m->n_bufs);
+    int same_emb = !memcmp(emb, m->vq.embed, sizeof(float) * m->vq.K * m->vq.d);
+    model_free(m); ffree(x); ffree(buf); ffree(emb);
+    CHECK(L1.total == L2.total, "eval not deterministic: %.9g vs %.9g", L1.total, L2.total);
+    CHECK(L1.commit == 0, "eval commit %.3g, want 0", L1.commit);
+    CHECK(same_buf && same_emb, "eval changed BN running stats (%d) or the codebook (%d)", !same_buf, !same_emb);
+    return 0;
+}

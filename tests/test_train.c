@@ -1,0 +1,281 @@
+/* Checkpoints (round trip, corruption, mismatch) and the training loop (exact resume, best-k, input errors). */
+#define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "common.h"
+#include "config.h"
+#include "dataset.h"
+#include "model.h"
+#include "testing.h"
+#include "train.h"
+
+static Model *tiny_model(uint64_t seed, int K) {
+    Config c;
+    config_defaults(&c);
+    c.arch = ARCH_TINY;
+    c.n_channels = 16;
+    c.n_fragments = 3;
+    c.n_feature = c.fragment_len = 8;
+    c.d_emb_c = 6;
+    c.d_emb_s = 5;
+    c.n_atoms = K;
+    c.threshold_ema_dead_code = 0.5;
+    return model_build(&c, seed);
+}
+
+static float *batch(int B, unsigned seed) {
+    size_t n = (size_t)B * 3 * 3 * 64;
+    float *x = falloc(n);
+    fill_uniform(x, n, seed, -1, 1);
+    return x;
+}
+
+static double step(Model *m, const float *x, int B) {
+    LossTerms L;
+    model_forward(m, x, B, 1, &L);
+    model_backward(m);
+    model_adamw(m, 1e-3f);
+    return L.total;
+}
+
+static int read_file(const char *p, char **data, long *n) {
+    FILE *f = fopen(p, "rb");
+    if (!f) return -1;
+    fseek(f, 0, SEEK_END);
+    *n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    *data = xmalloc((size_t)*n + 1);
+    size_t got = fread(*data, 1, (size_t)*n, f);
+    fclose(f);
+    (*data)[got] = 0;
+    return got == (size_t)*n ? 0 : -1;
+}
+
+static void write_file(const char *p, const char *data, long n) {
+    FILE *f = fopen(p, "wb");
+    fwrite(data, 1, (size_t)n, f);
+    fclose(f);
+}
+
+TEST(ckpt_round_trip_and_identical_continuation) {
+    char *dir = test_tmpdir("ck"), path[512];
+    snprintf(path, sizeof path, "%s/a.v3ck", dir);
+    Model *a = tiny_model(1, 4), *b = tiny_model(2, 4);
+    float *x1 = batch(4, 1), *x2 = batch(4, 2);
+    step(a, x1, 4);
+    step(a, x2, 4);
+    CkptMeta meta = {2, 77, 1, 0.5}, got;
+    CHECK(checkpoint_save(path, a, &meta) == 0, "save: %s", v3_last_error());
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    CHECK(access(tmp, F_OK) != 0, "temp file left behind");
+    CHECK(checkpoint_load(path, b, &got) == 0, "load: %s", v3_last_error());
+    CHECK(got.step == 2 && got.seed == 77 && got.epoch == 1 && got.val_loss == 0.5, "metadata mismatch");
+    CHECK(!memcmp(a->p, b->p, sizeof(float) * a->n_params), "params differ");
+    CHECK(!memcmp(a->m, b->m, sizeof(float) * a->n_trainable) && !memcmp(a->v, b->v, sizeof(float) * a->n_trainable),
+          "Adam state differs");
+    CHECK(!memcmp(a->buf, b->buf, sizeof(float) * a->n_bufs), "BN buffers differ");
+    CHECK(!memcmp(a->vq.embed_avg, b->vq.embed_avg, sizeof(float) * 4 * 6) &&
+              !memcmp(a->vq.cluster_size, b->vq.cluster_size, sizeof(float) * 4) && b->vq.initted == 1,
+          "codebook EMA state differs");
+    CHECK(!memcmp(&a->rng, &b->rng, sizeof a->rng) && a->adam_t == b->adam_t, "RNG or step count differs");
+    double la = step(a, x1, 4), lb = step(b, x1, 4);
+    CHECK(la == lb, "continuation differs: %.17g vs %.17g", la, lb);
+    CHECK(!memcmp(a->p, b->p, sizeof(float) * a->n_params), "params differ after a further step");
+    model_free(a); model_free(b); ffree(x1); ffree(x2); free(dir);
+    return 0;
+}
+
+/* Save a checkpoint, damage it with `damage`, and expect load to fail with `expect` in the message. */
+static int ckpt_reject(void (*damage)(const char *), const char *expect, int other_K) {
+    char *dir = test_tmpdir("ckbad"), path[512];
+    snprintf(path, sizeof path, "%s/a.v3ck", dir);
+    Model *a = tiny_model(1, 4), *b = tiny_model(1, other_K);
+    CkptMeta meta = {0, 0, 0, NAN};
+    CHECK(checkpoint_save(path, a, &meta) == 0, "save: %s", v3_last_error());
+    if (damage) damage(path);
+    int rc = checkpoint_load(path, b, &meta);
+    model_free(a); model_free(b);
+    CHECK(rc == -1, "damaged checkpoint accepted (expected '%s')", expect);
+    CHECK(strstr(v3_last_error(), expect) && strstr(v3_last_error(), "a.v3ck"), "message: %s", v3_last_error());
+    free(dir);
+    return 0;
+}
+
+static void truncate_it(const char *p) {
+    char *d; long n;
+    read_file(p, &d, &n);
+    write_file(p, d, n - 10);
+    free(d);
+}
+static void flip_payload(const char *p) {
+    char *d; long n;
+    read_file(p, &d, &n);
+    d[n / 2] ^= 0x10;
+    write_file(p, d, n);
+    free(d);
+}
+static void flip_header(const char *p) {
+    char *d; long n;
+    read_file(p, &d, &n);
+    d[50] ^= 1;
+    write_file(p, d, n);
+    free(d);
+}
+static void bad_magic(const char *p) {
+    char *d; long n;
+    read_file(p, &d, &n);
+    d[0] = 'X';
+    write_file(p, d, n);
+    free(d);
+}
+static void remove_it(const char *p) { unlink(p); }
+
+TEST(ckpt_rejects_truncated) { return ckpt_reject(truncate_it, "truncated", 4); }
+TEST(ckpt_rejects_payload_corruption) { return ckpt_reject(flip_payload, "checksum", 4); }
+TEST(ckpt_rejects_header_corruption) { return ckpt_reject(flip_header, "header checksum", 4); }
+TEST(ckpt_rejects_bad_magic) { return ckpt_reject(bad_magic, "not a v3 checkpoint", 4); }
+TEST(ckpt_rejects_missing) { return ckpt_reject(remove_it, "cannot open", 4); }
+TEST(ckpt_rejects_other_model) { return ckpt_reject(NULL, "n_atoms", 5); }
+
+/* ---- the training loop on a small synthetic dataset ---- */
+static char *make_run_env(const char *tag, char *cfg_path, size_t cap, const char *extra) {
+    char *dir = test_tmpdir(tag), data[600];
+    snprintf(data, sizeof data, "%s/data", dir);
+    SynthParams sp;
+    synth_defaults(&sp);
+    sp.n_train = 20; sp.n_val = 6; sp.n_test = 6; sp.n_frag = 3; sp.n_content = 4; sp.n_style = 3;
+    sp.H = sp.W = 8;
+    if (synth_generate(data, &sp)) { fprintf(stderr, "    synth: %s\n", v3_last_error()); free(dir); return NULL; }
+    snprintf(cfg_path, cap, "%s/cfg.yaml", dir);
+    FILE *f = fopen(cfg_path, "w");
+    fprintf(f, "name: \"test\"\ndata_dir: \"%s\"\nrandom_seed: 3\nbatch_size: 8\nsave_top_k: 2\n"
+               "loss_config:\n  relativity: 15\n"
+               "model_config:\n  arch: tiny\n  n_channels: 16\n  n_fragments: 3\n  fragment_len: 8\n  n_feature: 8\n"
+               "  d_emb_c: 6\n  d_emb_s: 5\n  n_atoms: 4\n  threshold_ema_dead_code: 0.5\n%s",
+            data, extra ? extra : "");
+    fclose(f);
+    return dir;
+}
+
+static int run_train(const char *cfg, const char *out, long steps, int resume) {
+    TrainOpts o;
+    memset(&o, 0, sizeof o);
+    o.config_path = cfg;
+    o.out_dir = out;
+    o.steps = steps;
+    o.resume = resume;
+    o.device = "cpu";
+    return train_run(&o);
+}
+
+TEST(train_resume_is_bit_identical) {
+    char cfg[600], a[700], b[700], la[800], lb[800];
+    char *dir = make_run_env("resume", cfg, sizeof cfg, NULL);
+    CHECK(dir, "environment");
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    /* 20 samples at batch 8 = 3 steps per epoch; stop mid-epoch at step 4, resume to 8 */
+    CHECK(run_train(cfg, a, 8, 0) == 0, "uninterrupted run: %s", v3_last_error());
+    CHECK(run_train(cfg, b, 4, 0) == 0, "first half: %s", v3_last_error());
+    CHECK(run_train(cfg, b, 8, 1) == 0, "resumed half: %s", v3_last_error());
+    snprintf(la, sizeof la, "%s/log.jsonl", a);
+    snprintf(lb, sizeof lb, "%s/log.jsonl", b);
+    char *da, *db; long na, nb;
+    CHECK(read_file(la, &da, &na) == 0 && read_file(lb, &db, &nb) == 0, "logs missing");
+    int lines = 0;
+    for (long i = 0; i < na; i++) lines += da[i] == '\n';
+    int same = na == nb && !memcmp(da, db, (size_t)na);
+    if (!same) fprintf(stderr, "    uninterrupted:\n%s    resumed:\n%s", da, db);
+    free(da); free(db); free(dir);
+    CHECK(lines == 8 + 2, "expected 8 train + 2 val log lines, got %d", lines);
+    CHECK(same, "resumed log differs from the uninterrupted one");
+    return 0;
+}
+
+TEST(train_keeps_best_k_plus_latest) {
+    char cfg[600], out[700];
+    char *dir = make_run_env("bestk", cfg, sizeof cfg, NULL);
+    CHECK(dir, "environment");
+    snprintf(out, sizeof out, "%s/run", dir);
+    CHECK(run_train(cfg, out, 15, 0) == 0, "run: %s", v3_last_error()); /* 5 epochs */
+    char ck[800];
+    snprintf(ck, sizeof ck, "%s/checkpoints", out);
+    DIR *d = opendir(ck);
+    struct dirent *e;
+    int epochs = 0, latest = 0;
+    while ((e = readdir(d))) {
+        if (!strncmp(e->d_name, "epoch", 5)) epochs++;
+        if (!strcmp(e->d_name, "latest.v3ck")) latest++;
+    }
+    closedir(d);
+    free(dir);
+    CHECK(epochs == 2 && latest == 1, "found %d epoch checkpoints (want save_top_k = 2) and %d latest", epochs, latest);
+    return 0;
+}
+
+TEST(train_rejects_dataset_shape_mismatch) {
+    char cfg[600], out[700];
+    char *dir = make_run_env("shape", cfg, sizeof cfg, NULL);
+    CHECK(dir, "environment");
+    snprintf(out, sizeof out, "%s/run", dir);
+    TrainOpts o;
+    memset(&o, 0, sizeof o);
+    o.config_path = cfg;
+    o.out_dir = out;
+    o.steps = 1;
+    o.device = "cpu";
+    o.sets[o.n_sets++] = "model_config.n_fragments=4";
+    int rc = train_run(&o);
+    free(dir);
+    CHECK(rc == -1, "mismatched dataset accepted");
+    CHECK(strstr(v3_last_error(), "train.v3ds") && strstr(v3_last_error(), "expects"), "message: %s", v3_last_error());
+    return 0;
+}
+
+TEST(train_refuses_to_overwrite_a_run) {
+    char cfg[600], out[700];
+    char *dir = make_run_env("exists", cfg, sizeof cfg, NULL);
+    CHECK(dir, "environment");
+    snprintf(out, sizeof out, "%s/run", dir);
+    CHECK(run_train(cfg, out, 1, 0) == 0, "run: %s", v3_last_error());
+    int rc = run_train(cfg, out, 2, 0);
+    free(dir);
+    CHECK(rc == -1 && strstr(v3_last_error(), "--resume"), "second run without --resume: rc %d, %s", rc,
+          v3_last_error());
+    return 0;
+}
+
+TEST(train_rejects_missing_dataset) {
+    char cfg[600], out[700];
+    char *dir = make_run_env("nodata", cfg, sizeof cfg, NULL);
+    CHECK(dir, "environment");
+    snprintf(out, sizeof out, "%s/run", dir);
+    TrainOpts o;
+    memset(&o, 0, sizeof o);
+    o.config_path = cfg;
+    o.out_dir = out;
+    o.steps = 1;
+    o.device = "cpu";
+    o.data_dir = "/nonexistent/v3data";
+    int rc = train_run(&o);
+    free(dir);
+    CHECK(rc == -1 && strstr(v3_last_error(), "/nonexistent/v3data/train.v3ds"), "message: %s", v3_last_error());
+    return 0;
+}
+
+TEST(metrics_purity_known_values) {
+    int ind[6] = {0, 0, 0, 1, 1, 2};
+    int32_t lab[6] = {1, 1, 2, 0, 0, 2};
+    double p = codebook_purity(ind, lab, 6, 3, 3);
+    CHECK(fabs(p - 5.0 / 6.0) < 1e-12, "purity %.6f want %.6f", p, 5.0 / 6.0);
+    int ind2[4] = {0, 0, 0, 0};
+    int32_t lab2[4] = {0, 1, 2, 3};
+    CHECK(fabs(codebook_purity(ind2, lab2, 4, 2, 4) - 0.25) < 1e-12, "single-atom purity wrong");
+    return 0;
+}

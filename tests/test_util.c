@@ -1,0 +1,73 @@
+/* Numeric helpers shared by the tests. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "rng.h"
+#include "testing.h"
+
+double max_scaled_err(const float *a, const float *b, size_t n, double atol, double rtol, size_t *worst) {
+    double m = 0;
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i]) || !isfinite(b[i])) {
+            if (worst) *worst = i;
+            return INFINITY;
+        }
+        double e = fabs((double)a[i] - b[i]) / (atol + rtol * fabs((double)b[i]));
+        if (e > m) { m = e; w = i; }
+    }
+    if (worst) *worst = w;
+    return m;
+}
+
+void fill_uniform(float *x, size_t n, unsigned long long seed, float lo, float hi) {
+    Rng r;
+    rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = rng_uniform_range(&r, lo, hi);
+}
+
+void poison(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = NAN;
+}
+
+char *test_tmpdir(const char *tag) {
+    const char *base = getenv("TMPDIR");
+    if (!base || !*base) base = "/tmp";
+    char *p = xmalloc(strlen(base) + strlen(tag) + 32);
+    sprintf(p, "%s/v3test_%s_XXXXXX", base, tag);
+    if (!mkdtemp(p)) V3_FATAL("mkdtemp %s failed", p);
+    return p;
+}
+
+double fd_rel_error(fd_loss_fn f, void *ctx, float *theta, const float *grad, size_t n, size_t max_coords,
+                    double eps) {
+    return fd_rel_error_floor(f, ctx, theta, grad, n, max_coords, eps, 0);
+}
+
+double fd_rel_error_floor(fd_loss_fn f, void *ctx, float *theta, const float *grad, size_t n, size_t max_coords,
+                          double eps, double floor_rms) {
+    size_t checked = 0;
+    size_t stride = n <= max_coords ? 1 : (n + max_coords - 1) / max_coords;
+    double num = 0, na = 0, nb = 0;
+    for (size_t i = (stride > 1 ? stride / 2 : 0); i < n; i += stride) {
+        float keep = theta[i];
+        theta[i] = (float)(keep + eps);
+        double lp = f(ctx);
+        theta[i] = (float)(keep - eps);
+        double lm = f(ctx);
+        theta[i] = keep;
+        double fd = (lp - lm) / (2 * eps), g = grad[i];
+        if (!isfinite(fd) || !isfinite(g)) return INFINITY;
+        checked++;
+        num += (fd - g) * (fd - g);
+        na += fd * fd;
+        nb += g * g;
+    }
+    double den = sqrt(na > nb ? na : nb), fl = floor_rms * sqrt((double)checked);
+    if (den < fl) den = fl;
+    return sqrt(num) / (den > 1e-30 ? den : 1e-30);
+}

@@ -1,0 +1,184 @@
+/* V3 statistics against a direct double-precision transcription of the spec, and their gradients against
+ * central finite differences (all four hinges active, duplicate codewords, supersample variant). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "testing.h"
+#include "v3loss.h"
+
+/* Direct: mpd over the listed rows, ordered pairs. */
+static double mpd_direct(const float *X, const int *rows, int m, int d, int avg_groups, int per) {
+    /* avg_groups: rows are group starts; each "vector" is the mean of `per` consecutive rows */
+    double s = 0;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < m; j++) {
+            if (i == j) continue;
+            double acc = 0;
+            for (int t = 0; t < d; t++) {
+                double a = 0, b = 0;
+                for (int k = 0; k < per; k++) {
+                    a += X[(size_t)(rows[i] + k) * d + t];
+                    b += X[(size_t)(rows[j] + k) * d + t];
+                }
+                double v = (a - b) / per;
+                acc += v * v;
+            }
+            s += sqrt(acc);
+        }
+    (void)avg_groups;
+    return s / ((double)m * (m - 1));
+}
+
+static void direct_stats(int B, int n, int d, const float *zc, const float *q, const float *zs, double *Fc,
+                         double *Sc, double *Fs, double *Ss) {
+    int *rows = xmalloc(sizeof(int) * (B > n ? B : n));
+    *Fc = *Fs = 0;
+    for (int b = 0; b < B; b++) {
+        for (int k = 0; k < n; k++) rows[k] = b * n + k;
+        *Fc += 0.5 * mpd_direct(zc, rows, n, d, 0, 1) + 0.5 * mpd_direct(q, rows, n, d, 0, 1);
+        *Fs += mpd_direct(zs, rows, n, d, 0, 1);
+    }
+    *Fc /= B;
+    *Fs /= B;
+    for (int b = 0; b < B; b++) rows[b] = b * n;
+    *Sc = 0.5 * mpd_direct(zc, rows, B, d, 1, n) + 0.5 * mpd_direct(q, rows, B, d, 1, n);
+    *Ss = mpd_direct(zs, rows, B, d, 1, n);
+    free(rows);
+}
+
+typedef struct {
+    V3LossCfg cfg;
+    int B, n, d;
+    float *zc, *q, *zs, *off;
+    int tie_q; /* q = zc + off (straight-through surrogate) */
+} LCtx;
+
+static double lctx_loss(void *p) {
+    LCtx *c = p;
+    size_t N = (size_t)c->B * c->n * c->d;
+    for (size_t i = 0; i < N; i++) c->q[i] = c->zc[i] + c->off[i];
+    V3Stats st;
+    v3_loss(&c->cfg, c->B, c->n, c->d, c->d, c->zc, c->q, c->zs, &st, NULL, NULL);
+    return st.weighted;
+}
+
+static void lctx_init(LCtx *c, int B, int n, int d, unsigned seed, double r) {
+    memset(c, 0, sizeof *c);
+    c->cfg = (V3LossCfg){1.0, 0.7, 1.3, 0.9, r, 1e-5, 0};
+    c->B = B; c->n = n; c->d = d;
+    size_t N = (size_t)B * n * d;
+    c->zc = falloc(N); c->q = falloc(N); c->zs = falloc(N); c->off = falloc(N);
+    fill_uniform(c->zc, N, seed, -1, 1);
+    fill_uniform(c->zs, N, seed + 1, -1, 1);
+    fill_uniform(c->off, N, seed + 2, -0.2f, 0.2f);
+}
+
+static void lctx_free(LCtx *c) { ffree(c->zc); ffree(c->q); ffree(c->zs); ffree(c->off); }
+
+TEST(v3_stats_match_direct_double) {
+    LCtx c;
+    lctx_init(&c, 5, 4, 3, 11, 15);
+    lctx_loss(&c);
+    V3Stats st;
+    v3_loss(&c.cfg, 5, 4, 3, 3, c.zc, c.q, c.zs, &st, NULL, NULL);
+    double Fc, Sc, Fs, Ss;
+    direct_stats(5, 4, 3, c.zc, c.q, c.zs, &Fc, &Sc, &Fs, &Ss);
+    double r = 15, e = 1e-5;
+    double con = fmax(0, r - Fc / (Sc + e)) / r, sty = fmax(0, r - Ss / (Fs + e)) / r;
+    double sam = fmax(0, r - Ss / (Sc + e)) / r, fra = fmax(0, r - Fc / (Fs + e)) / r;
+    lctx_free(&c);
+    CHECK(fabs(st.Fc - Fc) < 1e-12 && fabs(st.Sc - Sc) < 1e-12 && fabs(st.Fs - Fs) < 1e-12 && fabs(st.Ss - Ss) < 1e-12,
+          "stats (%.12g %.12g %.12g %.12g) vs direct (%.12g %.12g %.12g %.12g)", st.Fc, st.Sc, st.Fs, st.Ss, Fc, Sc,
+          Fs, Ss);
+    CHECK(fabs(st.content - con) < 1e-12 && fabs(st.style - sty) < 1e-12 && fabs(st.sample - sam) < 1e-12 &&
+              fabs(st.fragment - fra) < 1e-12, "hinge values differ from the direct computation");
+    CHECK(fabs(st.weighted - (1.0 * con + 0.7 * sty + 1.3 * sam + 0.9 * fra)) < 1e-12, "weights not applied");
+    return 0;
+}
+
+static int grad_check(LCtx *c, const char *what) {
+    size_t N = (size_t)c->B * c->n * c->d;
+    float *gzc = falloc(N), *gzs = falloc(N);
+    lctx_loss(c);
+    V3Stats st;
+    v3_loss(&c->cfg, c->B, c->n, c->d, c->d, c->zc, c->q, c->zs, &st, gzc, gzs);
+    double ec = fd_rel_error(lctx_loss, c, c->zc, gzc, N, 400, 1e-3);
+    double es = fd_rel_error(lctx_loss, c, c->zs, gzs, N, 400, 1e-3);
+    ffree(gzc); ffree(gzs);
+    CHECK(ec < 2e-3 && es < 2e-3, "%s: relative FD error z_c %.3g z_s %.3g", what, ec, es);
+    return 0;
+}
+
+TEST(v3_grad_fd_all_hinges_active) {
+    LCtx c;
+    lctx_init(&c, 5, 4, 3, 21, 1e3); /* large r keeps every hinge active */
+    V3Stats st;
+    lctx_loss(&c);
+    v3_loss(&c.cfg, 5, 4, 3, 3, c.zc, c.q, c.zs, &st, NULL, NULL);
+    int ok = st.content > 0 && st.style > 0 && st.sample > 0 && st.fragment > 0;
+    int rc = grad_check(&c, "all active");
+    lctx_free(&c);
+    CHECK(ok, "expected all four hinges active");
+    return rc;
+}
+
+TEST(v3_grad_fd_some_hinges_inactive) {
+    LCtx c;
+    lctx_init(&c, 4, 3, 5, 31, 1.0); /* r = 1: some ratios exceed r and their hinges are 0 */
+    /* make style constant within samples, so S_s/F_s is huge (style hinge off) */
+    for (int b = 0; b < 4; b++)
+        for (int k = 0; k < 3; k++)
+            for (int t = 0; t < 5; t++) c.zs[(b * 3 + k) * 5 + t] = c.zs[(b * 3) * 5 + t] + 0.01f * k * (t + 1);
+    V3Stats st;
+    lctx_loss(&c);
+    v3_loss(&c.cfg, 4, 3, 5, 5, c.zc, c.q, c.zs, &st, NULL, NULL);
+    int rc = grad_check(&c, "mixed");
+    lctx_free(&c);
+    CHECK(st.style == 0, "style hinge expected inactive (style %.3g)", st.style);
+    return rc;
+}
+
+TEST(v3_zero_distance_gives_zero_subgradient) {
+    /* Two identical fragments in a sample (as when they share a codeword): the pair contributes no gradient,
+     * and nothing is NaN. */
+    int B = 2, n = 3, d = 4;
+    size_t N = (size_t)B * n * d;
+    float *zc = falloc(N), *zs = falloc(N), *g = falloc(N), *gs = falloc(N);
+    fill_uniform(zc, N, 5, -1, 1);
+    fill_uniform(zs, N, 6, -1, 1);
+    memcpy(zc + d, zc, sizeof(float) * d); /* fragment 1 == fragment 0 in sample 0 */
+    V3LossCfg cfg = {1, 1, 1, 1, 1e3, 1e-5, 0};
+    V3Stats st;
+    v3_loss(&cfg, B, n, d, d, zc, zc, zs, &st, g, gs);
+    int finite = 1;
+    for (size_t i = 0; i < N; i++) finite &= isfinite(g[i]) && isfinite(gs[i]);
+    /* with u(0) = 0 the gradients on fragments 0 and 1 are equal (their only difference is the zero pair) */
+    double diff = 0;
+    for (int t = 0; t < d; t++) diff += fabs(g[t] - g[d + t]);
+    ffree(zc); ffree(zs); ffree(g); ffree(gs);
+    CHECK(finite, "non-finite gradient at zero distance");
+    CHECK(diff < 1e-7, "coincident fragments got different gradients (%.3g): zero pair not zero", diff);
+    return 0;
+}
+
+TEST(v3_supersample_grouping_and_fd) {
+    CHECK(v3_supersample_n(64) == 8 && v3_supersample_n(384) == 16 && v3_supersample_n(12) == 3 &&
+              v3_supersample_n(7) == 1, "supersample n' wrong: %d %d %d", v3_supersample_n(64),
+          v3_supersample_n(384), v3_supersample_n(12));
+    LCtx c;
+    lctx_init(&c, 8, 2, 3, 41, 1e3); /* 16 fragments -> 4 supersamples of 4 */
+    c.cfg.supersample_content = 1;
+    V3Stats st;
+    lctx_loss(&c);
+    v3_loss(&c.cfg, 8, 2, 3, 3, c.zc, c.q, c.zs, &st, NULL, NULL);
+    double Fc, Sc, Fs, Ss;
+    direct_stats(4, 4, 3, c.zc, c.q, c.zs, &Fc, &Sc, &Fs, &Ss); /* grouped 4 x 4: Sc and Ss_ss */
+    int rc = grad_check(&c, "supersample");
+    lctx_free(&c);
+    CHECK(st.nB == 4 && st.nn == 4, "grouping %d x %d", st.nB, st.nn);
+    CHECK(fabs(st.Sc - Sc) < 1e-12 && fabs(st.Ss_ss - Ss) < 1e-12, "supersample Sc %.9g vs %.9g, Ss %.9g vs %.9g",
+          st.Sc, Sc, st.Ss_ss, Ss);
+    return rc;
+}
