@@ -205,7 +205,8 @@ int cmd_data(int argc, char **argv) {
     if (!strcmp(kind, "synth")) return cmd_synth(argc, argv);
     if (!strcmp(kind, "info")) return cmd_info_file(argc, argv);
     if (!strcmp(kind, "insnotes") || !strcmp(kind, "phonenums")) {
-        fprintf(stderr, "v3 data: '%s' is not implemented yet in this build (planned: FluidSynth/FreeType generators)\n",
+        fprintf(stderr,
+                "v3 data: '%s' is not implemented yet in this build (planned: FluidSynth/FreeType generators)\n",
                 kind);
         return 2;
     }

@@ -167,6 +167,12 @@ static int validate_params(const SynthParams *p) {
     return 0;
 }
 
+/* mkdir(2) that accepts an existing entry (checked to be a directory at the end of mkdir_p). */
+static int mkdir_one(const char *path) {
+    if (mkdir(path, 0755) && errno != EEXIST) return v3_error("%s: cannot create directory: %s", path, strerror(errno));
+    return 0;
+}
+
 /* mkdir -p: create every missing component of dir. */
 static int mkdir_p(const char *dir) {
     char *buf = xmalloc(strlen(dir) + 1);
@@ -175,10 +181,10 @@ static int mkdir_p(const char *dir) {
     for (char *p = buf + 1; *p && !rc; p++)
         if (*p == '/') {
             *p = 0;
-            if (mkdir(buf, 0755) && errno != EEXIST) rc = v3_error("%s: cannot create directory: %s", buf, strerror(errno));
+            rc = mkdir_one(buf);
             *p = '/';
         }
-    if (!rc && mkdir(buf, 0755) && errno != EEXIST) rc = v3_error("%s: cannot create directory: %s", buf, strerror(errno));
+    if (!rc) rc = mkdir_one(buf);
     struct stat st;
     if (!rc && (stat(buf, &st) || !S_ISDIR(st.st_mode))) rc = v3_error("%s: exists and is not a directory", buf);
     free(buf);
@@ -203,8 +209,8 @@ static int write_split(const char *dir, const char *name, int n, uint64_t tag, c
 int synth_generate(const char *dir, const SynthParams *p) {
     if (validate_params(p) || mkdir_p(dir)) return -1;
     /* Distinct stream tags so the splits are independent draws from the same distribution. */
-    if (write_split(dir, "train", p->n_train, 0x53790001ull, p) || write_split(dir, "val", p->n_val, 0x53790002ull, p) ||
-        write_split(dir, "test", p->n_test, 0x53790003ull, p))
+    if (write_split(dir, "train", p->n_train, 0x53790001ull, p) ||
+        write_split(dir, "val", p->n_val, 0x53790002ull, p) || write_split(dir, "test", p->n_test, 0x53790003ull, p))
         return -1;
     return 0;
 }

@@ -234,6 +234,12 @@ int dataset_load(const char *path, Dataset *d) {
     memset(d, 0, sizeof *d);
     FILE *f = fopen(path, "rb");
     if (!f) return v3_error("%s: cannot open dataset: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && !S_ISREG(st.st_mode)) { /* a directory would read as "empty" otherwise */
+        fclose(f);
+        return v3_error("%s: cannot open dataset: %s", path,
+                        S_ISDIR(st.st_mode) ? strerror(EISDIR) : "not a regular file");
+    }
     int rc = load_open(path, f, d);
     fclose(f);
     if (rc) dataset_free(d); /* never hand back a half-filled dataset */

@@ -234,7 +234,7 @@ static void teardown(Run *r) {
 static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
     const Config *c = &r->m->cfg;
     uint64_t total = o->steps >= 0 ? (uint64_t)o->steps : (uint64_t)c->epochs * r->spe;
-    double t0 = now_seconds(), last_val = NAN;
+    double t0 = now_seconds(), last_val = NAN, last_purity = NAN;
     uint64_t step0 = step;
     while (step < total && !g_stop) {
         int epoch = (int)(step / r->spe), pos = (int)(step % r->spe);
@@ -264,6 +264,7 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
                 double purity;
                 LossTerms V;
                 if (validate(r, &last_val, &purity, &V)) return -1;
+                last_purity = purity;
                 fprintf(r->log, "{\"kind\":\"val\",\"step\":%llu,\"epoch\":%d,", (unsigned long long)step, epoch);
                 log_terms(r->log, &V);
                 fprintf(r->log, ",\"purity\":%.6f}\n", purity);
@@ -287,6 +288,9 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
     }
     v3_log("v3: done at step %llu; checkpoints in %s, log in %s/log.jsonl\n", (unsigned long long)step, r->ckdir,
            r->dir);
+    if (!isnan(last_val)) /* the metrics of the last validation, on stdout for scripts */
+        printf("final validation (epoch %d): loss %.5f  codebook purity %.4f\n", (int)(step / r->spe) - 1, last_val,
+               last_purity);
     return 0;
 }
 

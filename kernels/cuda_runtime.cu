@@ -16,13 +16,27 @@ static size_t g_scratch_bytes = 0;
 /* The oldest architecture this build has code for (sm_80 SASS; sm_90 SASS; compute_90 PTX for newer GPUs). */
 static int usable_cc(int major, int minor) { return major * 10 + minor >= 80; }
 
+/* "Driver too old" is also what the runtime says when there is no driver at all: tell the two apart. */
+static const char *driver_note(cudaError_t e) {
+    static char note[128];
+    if (e != cudaErrorInsufficientDriver) return "";
+    int drv = 0, rt = 0;
+    if (cudaDriverGetVersion(&drv) != cudaSuccess) drv = 0;
+    if (cudaRuntimeGetVersion(&rt) != cudaSuccess) rt = 0;
+    (void)cudaGetLastError();
+    if (drv == 0) return "; no NVIDIA driver is installed";
+    snprintf(note, sizeof note, "; the driver supports CUDA %d.%d, this build needs %d.%d", drv / 1000,
+             drv % 1000 / 10, rt / 1000, rt % 1000 / 10);
+    return note;
+}
+
 extern "C" int cuda_probe(char *desc, size_t n) {
     if (desc && n) desc[0] = 0;
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
         (void)cudaGetLastError(); /* clear the non-sticky error so later calls start clean */
-        if (desc && n) snprintf(desc, n, "no CUDA device: %s", cudaGetErrorString(e));
+        if (desc && n) snprintf(desc, n, "no CUDA device: %s%s", cudaGetErrorString(e), driver_note(e));
         return 0;
     }
     if (count <= 0) {
@@ -78,7 +92,7 @@ extern "C" int cuda_init(int device) {
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
-        return v3_error("no CUDA device: %s", cudaGetErrorString(e));
+        return v3_error("no CUDA device: %s%s", cudaGetErrorString(e), driver_note(e));
     }
     if (device < 0 || device >= count)
         return v3_error("CUDA device %d does not exist (%d device(s) visible)", device, count);

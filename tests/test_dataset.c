@@ -1,6 +1,7 @@
 /* Tests for the .v3ds container (round trip, gather, validation of every kind of bad file, atomic save),
  * the synthetic coloured-strokes generator (determinism, shapes, balance, separability) and `v3 data`. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700 /* nftw, for removing test directories */
+#include <ftw.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -16,10 +17,21 @@
 
 /* ---- helpers ---- */
 
+/* dir/name in one of 16 rotating static buffers, so tests can build paths inline without freeing them. */
 static char *path_in(const char *dir, const char *name) {
-    char *p = xmalloc(strlen(dir) + strlen(name) + 2);
-    sprintf(p, "%s/%s", dir, name);
+    static char ring[16][1024];
+    static int next;
+    char *p = ring[next++ % 16];
+    if ((size_t)snprintf(p, 1024, "%s/%s", dir, name) >= 1024) V3_FATAL("test path too long: %s/%s", dir, name);
     return p;
+}
+
+static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw) { return remove(p); }
+
+/* Remove a test directory and everything in it (only on success: a failing test leaves its files to inspect). */
+static void rm_tree(char *dir) {
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(dir);
 }
 
 static int file_exists(const char *p) { return access(p, F_OK) == 0; }
@@ -89,6 +101,14 @@ static int expect_load_error(const char *path, const char *needle1, const char *
     return 0;
 }
 
+/* End of a test: free the edit buffer and, when it passed, remove its directory. */
+static int done(int rc, char *dir, void *buf) {
+    free(buf);
+    if (rc == 0) rm_tree(dir);
+    else free(dir);
+    return rc;
+}
+
 /* Small synth run used by several tests. */
 static void small_params(SynthParams *p, uint64_t seed) {
     synth_defaults(p);
@@ -122,8 +142,7 @@ TEST(dataset_roundtrip_bit_identical) {
     CHECK(get32(buf + 48) == crc32c(0, buf, 48) && get32(buf + 52) == crc32c(0, buf + 64, n - 64), "CRCs");
     dataset_free(&a);
     dataset_free(&b);
-    free(buf);
-    return 0;
+    return done(0, dir, buf);
 }
 
 TEST(dataset_gather_copies_samples) {
@@ -157,7 +176,7 @@ TEST(dataset_load_missing_file) {
     CHECK(dataset_load_split(dir, "train", &d) == -1, "missing split should fail");
     CHECK(strstr(v3_last_error(), "train.v3ds: cannot open dataset") && strstr(v3_last_error(), "v3 data synth"),
           "split error should name the file and say how to make it: %s", v3_last_error());
-    return 0;
+    return done(0, dir, NULL);
 }
 
 TEST(dataset_load_bad_magic) {
@@ -172,7 +191,7 @@ TEST(dataset_load_bad_magic) {
     if (expect_load_error(p, "not a v3 dataset", NULL)) return 1;
     CHECK(write_all(p, "", 0) == 0, "write");
     if (expect_load_error(p, "not a v3 dataset (empty file)", NULL)) return 1;
-    return 0;
+    return done(0, dir, b);
 }
 
 TEST(dataset_load_wrong_version) {
@@ -188,7 +207,7 @@ TEST(dataset_load_wrong_version) {
     put32(b + 12, 1); /* dtype int16 is reserved, not supported */
     fix_header_crc(b);
     CHECK(write_all(p, b, n) == 0, "write");
-    return expect_load_error(p, "unsupported dtype 1", NULL);
+    return done(expect_load_error(p, "unsupported dtype 1", NULL), dir, b);
 }
 
 TEST(dataset_load_truncated) {
@@ -202,7 +221,7 @@ TEST(dataset_load_truncated) {
     snprintf(has, sizeof has, "file has %zu", n - 100);
     if (expect_load_error(p, want, has)) return 1;
     CHECK(write_all(p, b, 30) == 0, "write"); /* shorter than the header */
-    return expect_load_error(p, "truncated dataset", "64-byte header");
+    return done(expect_load_error(p, "truncated dataset", "64-byte header"), dir, b);
 }
 
 TEST(dataset_load_oversized) {
@@ -215,7 +234,7 @@ TEST(dataset_load_oversized) {
     CHECK(write_all(p, b, n + 3) == 0, "write");
     char has[64];
     snprintf(has, sizeof has, "file has %zu", n + 3);
-    return expect_load_error(p, "oversized dataset: expected", has);
+    return done(expect_load_error(p, "oversized dataset: expected", has), dir, b);
 }
 
 TEST(dataset_load_payload_checksum) {
@@ -229,7 +248,7 @@ TEST(dataset_load_payload_checksum) {
     b[64 + 123] ^= 0x10;
     b[n - 1] ^= 0x01; /* and one in the labels */
     CHECK(write_all(p, b, n) == 0, "write");
-    return expect_load_error(p, "payload checksum mismatch", NULL);
+    return done(expect_load_error(p, "payload checksum mismatch", NULL), dir, b);
 }
 
 TEST(dataset_load_header_checksum) {
@@ -239,7 +258,7 @@ TEST(dataset_load_header_checksum) {
     char *p = saved_small(dir, "h.v3ds", &b, &n);
     b[32] = 9; /* H = 9 without resealing: must be called corruption, not a size mismatch */
     CHECK(write_all(p, b, n) == 0, "write");
-    return expect_load_error(p, "header checksum mismatch (file corrupt)", NULL);
+    return done(expect_load_error(p, "header checksum mismatch (file corrupt)", NULL), dir, b);
 }
 
 TEST(dataset_load_bad_shape) {
@@ -255,7 +274,7 @@ TEST(dataset_load_bad_shape) {
     put32(b + 36, 0x40000000u);
     fix_header_crc(b);
     CHECK(write_all(p, b, n) == 0, "write");
-    return expect_load_error(p, "overflow", NULL);
+    return done(expect_load_error(p, "overflow", NULL), dir, b);
 }
 
 TEST(dataset_load_label_out_of_range) {
@@ -274,7 +293,8 @@ TEST(dataset_load_label_out_of_range) {
     put32(b + style_off + 4 * 2, (uint32_t)-2); /* -1 means unknown; -2 is invalid */
     fix_payload_crc(b, n);
     CHECK(write_all(p, b, n) == 0, "write");
-    return expect_load_error(p, "style label -2 at sample 0 fragment 2 out of range [0, 3)", NULL);
+    free(orig);
+    return done(expect_load_error(p, "style label -2 at sample 0 fragment 2 out of range [0, 3)", NULL), dir, b);
 }
 
 TEST(dataset_load_nonfinite_value) {
@@ -293,7 +313,7 @@ TEST(dataset_load_nonfinite_value) {
         if (expect_load_error(p, name[k], "sample 2 fragment 1 element 5")) return 1;
         free(c);
     }
-    return 0;
+    return done(0, dir, b);
 }
 
 TEST(dataset_save_failure_leaves_no_file) {
@@ -315,7 +335,7 @@ TEST(dataset_save_failure_leaves_no_file) {
     CHECK(dataset_save(p, &d) == -1 && strstr(v3_last_error(), "non-finite"), "NaN save: %s", v3_last_error());
     CHECK(!file_exists(p) && !file_exists(path_in(dir, "nan.v3ds.tmp")), "file written for rejected data");
     dataset_free(&d);
-    return 0;
+    return done(0, dir, NULL);
 }
 
 /* ---- synthetic data ---- */
@@ -341,7 +361,10 @@ TEST(dataset_synth_deterministic) {
     }
     /* Splits use their own streams: val's first sample is not train's first sample. */
     CHECK(memcmp(a[0] + 64, a[1] + 64, 6 * 3 * 16 * 16 * 4) != 0, "train and val start with the same sample");
-    return 0;
+    for (int k = 0; k < 3; k++) free(a[k]);
+    rm_tree(d2);
+    rm_tree(d3);
+    return done(0, d1, NULL);
 }
 
 TEST(dataset_synth_shapes_and_labels) {
@@ -365,7 +388,8 @@ TEST(dataset_synth_shapes_and_labels) {
             int32_t *c = d.content + i * 4, *s = d.style + i * 4;
             for (int f = 0; f < 4; f++) {
                 CHECK(s[f] == s[0] && s[0] == (int32_t)(i % 4), "%s sample %d: style %d", split[k], (int)i, s[f]);
-                for (int g = 0; g < f; g++) CHECK(c[f] != c[g], "%s sample %d repeats content %d", split[k], (int)i, c[f]);
+                for (int g = 0; g < f; g++)
+                    CHECK(c[f] != c[g], "%s sample %d repeats content %d", split[k], (int)i, c[f]);
             }
             per_style[s[0]]++;
         }
@@ -379,7 +403,7 @@ TEST(dataset_synth_shapes_and_labels) {
               (unsigned long long)n);
         dataset_free(&d);
     }
-    return 0;
+    return done(0, dir, NULL);
 }
 
 /* Stroke pixels are the ones far from the light background in some channel. */
@@ -399,7 +423,7 @@ static int load_full_synth(Dataset *d) {
     p.n_train = 48;
     CHECK(synth_generate(dir, &p) == 0, "generate: %s", v3_last_error());
     CHECK(dataset_load_split(dir, "train", d) == 0, "load: %s", v3_last_error());
-    return 0;
+    return done(0, dir, NULL); /* the data is in memory now */
 }
 
 TEST(dataset_synth_styles_separable) {
@@ -482,7 +506,7 @@ static int expect_param_error(const SynthParams *p, const char *needle) {
     CHECK(synth_generate(sub, p) == -1, "params should be rejected (%s)", needle);
     CHECK(strstr(v3_last_error(), needle) != NULL, "error should contain '%s': %s", needle, v3_last_error());
     CHECK(!file_exists(sub), "output directory created for rejected params");
-    return 0;
+    return done(0, dir, NULL);
 }
 
 TEST(dataset_synth_rejects_bad_params) {
@@ -555,6 +579,5 @@ TEST(dataset_cli_synth_and_info) {
     CHECK(read_all(train, &b, &n) == 0, "read");
     CHECK(write_all(train, b, n - 1) == 0, "write");
     CHECK(run_data(3, info) == 1 && strstr(v3_last_error(), "truncated"), "info on a bad file: %s", v3_last_error());
-    free(b);
-    return 0;
+    return done(0, dir, b);
 }
