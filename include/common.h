@@ -7,6 +7,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #if defined(__GNUC__)
 #define V3_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
@@ -36,4 +40,7 @@ extern int v3_verbose;
 void v3_log(const char *fmt, ...) V3_PRINTF(1, 2); /* to stderr when v3_verbose > 0 */
 
 double now_seconds(void);
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -9,6 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
     int cin, cout, kh, kw, sh, sw, ph, pw;
 } ConvGeom;
@@ -72,4 +76,7 @@ void cpu_adamw(size_t n, float *p, const float *g, float *m, float *v, float lr,
 /* The GEMM the CPU ops use (OpenBLAS): C[M,N] = alpha * op(A) op(B) + beta * C, row-major. */
 void cpu_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                int ldb, float beta, float *C, int ldc);
+#ifdef __cplusplus
+}
+#endif
 #endif

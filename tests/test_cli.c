@@ -1,0 +1,69 @@
+/* The command line as a user meets it: exit codes and one-line errors (runs ./v3 from the repository root). */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "testing.h"
+
+/* Run a shell command, capture stdout+stderr into out, return the exit status (-1 if it did not exit). */
+static int sh(const char *cmd, char *out, size_t cap) {
+    char full[2048];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+#define NEED_V3() do { if (access("./v3", X_OK)) SKIP("./v3 not built in the current directory"); } while (0)
+
+TEST(cli_unknown_option_is_usage_error) {
+    NEED_V3();
+    char out[4096];
+    int rc = sh("./v3 train --config configs/tiny.yaml --out /tmp/x --bogus", out, sizeof out);
+    CHECK(rc == 2, "exit %d, want 2; output: %s", rc, out);
+    CHECK(strstr(out, "--bogus"), "message does not name the option: %s", out);
+    rc = sh("./v3 frobnicate", out, sizeof out);
+    CHECK(rc == 2, "unknown command exit %d", rc);
+    return 0;
+}
+
+TEST(cli_missing_config_is_one_line_error) {
+    NEED_V3();
+    char out[4096];
+    int rc = sh("./v3 train --config /nonexistent/cfg.yaml --out /tmp/v3cli_x", out, sizeof out);
+    CHECK(rc == 1, "exit %d, want 1; output: %s", rc, out);
+    CHECK(strstr(out, "v3: error: /nonexistent/cfg.yaml: cannot open config"), "output: %s", out);
+    int lines = 0;
+    for (char *c = out; *c; c++) lines += *c == '\n';
+    CHECK(lines == 1, "%d lines of error output, want 1: %s", lines, out);
+    return 0;
+}
+
+TEST(cli_info_prints_authors_counts) {
+    NEED_V3();
+    char out[8192];
+    int rc = sh("./v3 info --config configs/insnotes.yaml", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "total params      55185133"), "insnotes: exit %d: %s", rc, out);
+    rc = sh("./v3 info --config configs/phonenums.yaml", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "total params      20612787"), "phonenums: exit %d: %s", rc, out);
+    return 0;
+}
+
+TEST(cli_device_reports_in_one_line) {
+    NEED_V3();
+    char out[4096];
+    int rc = sh("./v3 device", out, sizeof out);
+    CHECK(rc == 0 && !strncmp(out, "CUDA: ", 6) && strchr(out, '\n') == out + strlen(out) - 1,
+          "exit %d, output: %s", rc, out);
+    rc = sh("./v3 train --config configs/tiny.yaml --out /tmp/v3cli_y --device cuda --data /nonexistent", out,
+            sizeof out);
+    CHECK(rc == 1 && strstr(out, "--device cuda"), "--device cuda: exit %d: %s", rc, out);
+    return 0;
+}
