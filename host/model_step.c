@@ -9,6 +9,7 @@
 #include "model.h"
 
 const float *model_test_q_offset = NULL;
+const float *model_test_q_const = NULL;
 
 #define P(m, off) ((m)->p + (off))
 #define G(m, off) ((m)->g + (off))
@@ -221,13 +222,12 @@ int model_forward_mode(Model *m, const float *x, int B, int bn_train, VqMode vq_
     LossTerms L;
     memset(&L, 0, sizeof L);
     L.recon = cpu_mse_fwd(frag * N, m->xhat, m->x_in);
-    if (model_test_q_offset) { /* commitment against the frozen codewords, q_const = zc0 + offset */
+    if (model_test_q_const) { /* commitment against the frozen codewords */
         commit = 0;
-        for (int i = 0; i < N; i++)
-            for (int t = 0; t < dc; t++) {
-                double e = m->vq.embed[(size_t)m->ind[i] * dc + t] - m->zc[(size_t)i * dc + t];
-                commit += e * e;
-            }
+        for (size_t i = 0; i < (size_t)N * dc; i++) {
+            double e = (double)model_test_q_const[i] - m->zc[i];
+            commit += e * e;
+        }
         commit /= (double)N * dc;
     }
     L.commit = commit;
@@ -285,7 +285,7 @@ void model_backward(Model *m) {
         double k = m->cfg.w_commit * 2.0 / ((double)N * dc);
         for (int i = 0; i < N; i++)
             for (int t = 0; t < dc; t++) {
-                float qc = model_test_q_offset ? m->vq.embed[(size_t)m->ind[i] * dc + t] : m->q[(size_t)i * dc + t];
+                float qc = model_test_q_const ? model_test_q_const[(size_t)i * dc + t] : m->q[(size_t)i * dc + t];
                 m->gzc[(size_t)i * dc + t] += (float)(k * ((double)m->zc[(size_t)i * dc + t] - qc));
             }
     }

@@ -87,7 +87,9 @@ void model_backward(Model *m);
 /* One AdamW step over the trainable parameters with learning rate lr. */
 void model_adamw(Model *m, float lr);
 
-/* Test hook: when not NULL, the quantiser output is replaced by zc + (ste_offset) where ste_offset is fixed, so
- * finite differences of the whole model see exactly the straight-through gradient. */
+/* Test hook: when not NULL, the quantiser output is replaced by zc + model_test_q_offset (fixed) and the
+ * commitment loss uses the fixed codewords model_test_q_const, so finite differences of the whole model see
+ * exactly the straight-through gradient and no assignment can flip under a perturbation. */
 extern const float *model_test_q_offset;
+extern const float *model_test_q_const;
 #endif

@@ -47,4 +47,10 @@ double fd_rel_error(fd_loss_fn f, void *ctx, float *theta, const float *grad, si
  * ~0 (a conv bias followed by BatchNorm), errors are then measured against the model's gradient scale. */
 double fd_rel_error_floor(fd_loss_fn f, void *ctx, float *theta, const float *grad, size_t n, size_t max_coords,
                           double eps, double floor_rms);
+/* Directional version for large models: for `ndirs` random +-1 directions v (seeded), compares
+ * (f(theta + eps v) - f(theta - eps v)) / 2 eps with grad . v. Returns the worst
+ * |fd - g.v| / max(|fd|, |g.v|, ||g||, floor_rms * sqrt(n)) (||g|| is the expected size of g.v, so a
+ * direction that happens to cancel does not inflate the error). Far less float32 noise than per-coordinate. */
+double fd_dir_error(fd_loss_fn f, void *ctx, float *theta, const float *grad, size_t n, int ndirs, double eps,
+                    double floor_rms, unsigned long long seed);
 #endif

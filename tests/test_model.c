@@ -85,11 +85,17 @@ static double model_loss(void *p) {
     return L.total;
 }
 
-TEST(model_whole_gradient_fd_tiny) {
+/* Full-model FD check with the given loss weights; returns the worst per-tensor relative error and its name. */
+static double whole_model_fd(double w_recon, double w_v3, double w_commit, char *worst_name, size_t cap,
+                             LossTerms *Lout) {
     Config c;
     tiny_config(&c);
+    c.w_recon = w_recon;
+    c.w_content = c.w_style = c.w_sample = c.w_fragment = w_v3;
+    c.w_commit = w_commit;
+    c.relativity = 4; /* all four hinges stay active; a large r would shrink their gradients (1/r) to float noise */
     Model *m = model_build(&c, 11);
-    CHECK(m, "build failed: %s", v3_last_error());
+    if (!m) return INFINITY;
     int B = 4, N = B * c.n_fragments;
     size_t nx = (size_t)N * 3 * 8 * 8;
     float *x = falloc(nx);
@@ -97,33 +103,71 @@ TEST(model_whole_gradient_fd_tiny) {
     MCtx ctx = {m, x, B};
     LossTerms L;
     model_forward_mode(m, x, B, 1, VQ_TRAIN, &L); /* k-means init + one EMA update */
-    /* Straight-through surrogate: q = zc + fixed offset (the codeword minus zc at this point). */
+    /* Straight-through surrogate: q = zc + fixed offset, with fixed "codewords" q_const = zc0 + noise, one per
+     * fragment, so the commitment term is non-zero and no two q rows tie (a tie is a |.| kink at the base). */
     model_forward_mode(m, x, B, 1, VQ_FROZEN, &L);
-    float *off = falloc((size_t)N * c.d_emb_c);
-    for (size_t i = 0; i < (size_t)N * c.d_emb_c; i++) off[i] = m->q[i] - m->zc[i];
+    float *off = falloc((size_t)N * c.d_emb_c), *qc = falloc((size_t)N * c.d_emb_c);
+    Rng jr;
+    rng_seed(&jr, 5);
+    for (size_t i = 0; i < (size_t)N * c.d_emb_c; i++) {
+        qc[i] = m->zc[i] + (float)(0.3 * rng_normal(&jr));
+        off[i] = qc[i] - m->zc[i];
+    }
     model_test_q_offset = off;
+    model_test_q_const = qc;
     model_forward_mode(m, x, B, 1, VQ_FROZEN, &L);
     model_backward(m);
     float *grad = falloc(m->n_params);
     memcpy(grad, m->g, sizeof(float) * m->n_params);
-    int active = L.content > 0 && L.style > 0 && L.sample > 0 && L.fragment > 0 && L.commit > 0;
     double gss = 0;
     for (size_t i = 0; i < m->n_trainable; i++) gss += (double)grad[i] * grad[i];
     double rms = sqrt(gss / m->n_trainable), worst = 0;
-    const char *worst_name = "";
     for (int t = 0; t < m->n_params_t; t++) {
         const TensorInfo *ti = &m->params[t];
         if (!ti->trainable) continue;
-        double e = fd_rel_error_floor(model_loss, &ctx, m->p + ti->off, grad + ti->off, ti->n, 12, 1e-2, 0.1 * rms);
-        if (e > worst) { worst = e; worst_name = ti->name; }
+        double e = fd_dir_error(model_loss, &ctx, m->p + ti->off, grad + ti->off, ti->n, 3, 1e-3, 0.5 * rms, 99 + t);
+        if (e > worst) { worst = e; snprintf(worst_name, cap, "%s", ti->name); }
     }
-    model_test_q_offset = NULL;
-    char name[96];
-    snprintf(name, sizeof name, "%s", worst_name);
-    model_free(m); ffree(x); ffree(off); ffree(grad);
-    CHECK(active, "expected all loss terms active (content %.3g style %.3g sample %.3g fragment %.3g commit %.3g)",
-          L.content, L.style, L.sample, L.fragment, L.commit);
-    CHECK(worst < 2e-2, "worst relative FD error %.3g in tensor %s", worst, name);
+    model_test_q_offset = model_test_q_const = NULL;
+    if (getenv("V3_TEST_VERBOSE")) fprintf(stderr, "    worst %.3g in %s\n", worst, worst_name);
+    *Lout = L;
+    model_free(m); ffree(x); ffree(off); ffree(qc); ffree(grad);
+    return worst;
+}
+
+TEST(model_whole_gradient_fd_recon_only) {
+    char name[96] = "";
+    LossTerms L;
+    double e = whole_model_fd(1, 0, 0, name, sizeof name, &L);
+    CHECK(e < 5e-2, "worst relative FD error %.3g in tensor %s", e, name);
+    return 0;
+}
+
+TEST(model_whole_gradient_fd_v3_terms_only) {
+    char name[96] = "";
+    LossTerms L;
+    double e = whole_model_fd(0, 1, 0, name, sizeof name, &L);
+    CHECK(L.content > 0 && L.style > 0 && L.sample > 0 && L.fragment > 0,
+          "expected all four hinges active (content %.3g style %.3g sample %.3g fragment %.3g)", L.content, L.style,
+          L.sample, L.fragment);
+    CHECK(e < 5e-2, "worst relative FD error %.3g in tensor %s", e, name);
+    return 0;
+}
+
+TEST(model_whole_gradient_fd_commit_only) {
+    char name[96] = "";
+    LossTerms L;
+    double e = whole_model_fd(0, 0, 1, name, sizeof name, &L);
+    CHECK(L.commit > 0, "commitment loss is 0");
+    CHECK(e < 5e-2, "worst relative FD error %.3g in tensor %s", e, name);
+    return 0;
+}
+
+TEST(model_whole_gradient_fd_authors_weights) {
+    char name[96] = "";
+    LossTerms L;
+    double e = whole_model_fd(1, 1, 0.1, name, sizeof name, &L);
+    CHECK(e < 5e-2, "worst relative FD error %.3g in tensor %s", e, name);
     return 0;
 }
 

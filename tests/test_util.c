@@ -71,3 +71,35 @@ double fd_rel_error_floor(fd_loss_fn f, void *ctx, float *theta, const float *gr
     if (den < fl) den = fl;
     return sqrt(num) / (den > 1e-30 ? den : 1e-30);
 }
+
+double fd_dir_error(fd_loss_fn f, void *ctx, float *theta, const float *grad, size_t n, int ndirs, double eps,
+                    double floor_rms, unsigned long long seed) {
+    float *keep = xmalloc(sizeof(float) * n);
+    signed char *v = xmalloc(n);
+    memcpy(keep, theta, sizeof(float) * n);
+    Rng r;
+    rng_seed(&r, seed);
+    double worst = 0, gnorm = 0;
+    for (size_t i = 0; i < n; i++) gnorm += (double)grad[i] * grad[i];
+    gnorm = sqrt(gnorm); /* E|g.v| for a random +-1 direction */
+    for (int d = 0; d < ndirs; d++) {
+        double gv = 0;
+        for (size_t i = 0; i < n; i++) {
+            v[i] = (rng_u64(&r) >> 63) ? 1 : -1;
+            gv += (double)grad[i] * v[i];
+        }
+        for (size_t i = 0; i < n; i++) theta[i] = (float)(keep[i] + eps * v[i]);
+        double lp = f(ctx);
+        for (size_t i = 0; i < n; i++) theta[i] = (float)(keep[i] - eps * v[i]);
+        double lm = f(ctx);
+        memcpy(theta, keep, sizeof(float) * n);
+        double fd = (lp - lm) / (2 * eps);
+        if (!isfinite(fd) || !isfinite(gv)) { worst = INFINITY; break; }
+        double den = fmax(fmax(fabs(fd), fabs(gv)), fmax(gnorm, floor_rms * sqrt((double)n)));
+        double e = fabs(fd - gv) / (den > 1e-30 ? den : 1e-30);
+        if (e > worst) worst = e;
+    }
+    free(keep);
+    free(v);
+    return worst;
+}
