@@ -94,6 +94,21 @@ static int load_batch(Run *r, int epoch, int pos) {
     return n;
 }
 
+/* "atoms":[[n(class 0), n(class 1), ...], ...]: the atom-by-content confusion counts of a validation pass. */
+static void log_atoms(FILE *f, const int *ind, const int32_t *content, int N, int K, int C) {
+    int *M = xcalloc((size_t)K * C, sizeof(int));
+    for (int i = 0; i < N; i++)
+        if (content[i] >= 0 && content[i] < C) M[(size_t)ind[i] * C + content[i]]++;
+    fprintf(f, ",\"atoms\":[");
+    for (int k = 0; k < K; k++) {
+        fprintf(f, "%s[", k ? "," : "");
+        for (int c = 0; c < C; c++) fprintf(f, "%s%d", c ? "," : "", M[(size_t)k * C + c]);
+        fputc(']', f);
+    }
+    fputc(']', f);
+    free(M);
+}
+
 /* Validation in eval mode over the whole val split; returns mean total loss, fills purity. */
 static int validate(Run *r, double *val_loss, double *purity, LossTerms *mean) {
     Dataset *v = &r->val;
@@ -120,6 +135,7 @@ static int validate(Run *r, double *val_loss, double *purity, LossTerms *mean) {
     for (size_t k = 0; k < sizeof(LossTerms) / sizeof(double); k++) acc[k] /= w;
     int counted = (int)w * frags;
     *purity = codebook_purity(all_ind, v->content, counted, r->m->vq.K, (int)v->n_content);
+    log_atoms(r->log, all_ind, v->content, counted, r->m->vq.K, (int)v->n_content);
     *val_loss = tot / w;
     free(all_ind);
     free(idx);
@@ -263,9 +279,10 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
             if ((epoch + 1) % c->val_every_n_epochs == 0) {
                 double purity;
                 LossTerms V;
+                fprintf(r->log, "{\"kind\":\"val\",\"step\":%llu,\"epoch\":%d", (unsigned long long)step, epoch);
                 if (validate(r, &last_val, &purity, &V)) return -1;
                 last_purity = purity;
-                fprintf(r->log, "{\"kind\":\"val\",\"step\":%llu,\"epoch\":%d,", (unsigned long long)step, epoch);
+                fputc(',', r->log);
                 log_terms(r->log, &V);
                 fprintf(r->log, ",\"purity\":%.6f}\n", purity);
                 fflush(r->log);

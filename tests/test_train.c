@@ -163,7 +163,9 @@ static char *make_run_env(const char *tag, char *cfg_path, size_t cap, const cha
     return dir;
 }
 
-static int run_train(const char *cfg, const char *out, long steps, int resume) {
+/* One CPU training run; data_dir and set (one --set override) may be NULL. */
+static int run_train_opts(const char *cfg, const char *out, long steps, int resume, const char *data_dir,
+                          const char *set) {
     TrainOpts o;
     memset(&o, 0, sizeof o);
     o.config_path = cfg;
@@ -171,7 +173,13 @@ static int run_train(const char *cfg, const char *out, long steps, int resume) {
     o.steps = steps;
     o.resume = resume;
     o.device = "cpu";
+    o.data_dir = data_dir;
+    if (set) o.sets[o.n_sets++] = set;
     return train_run(&o);
+}
+
+static int run_train(const char *cfg, const char *out, long steps, int resume) {
+    return run_train_opts(cfg, out, steps, resume, NULL, NULL);
 }
 
 TEST(train_resume_is_bit_identical) {
@@ -224,14 +232,7 @@ TEST(train_rejects_dataset_shape_mismatch) {
     char *dir = make_run_env("shape", cfg, sizeof cfg, NULL);
     CHECK(dir, "environment");
     snprintf(out, sizeof out, "%s/run", dir);
-    TrainOpts o;
-    memset(&o, 0, sizeof o);
-    o.config_path = cfg;
-    o.out_dir = out;
-    o.steps = 1;
-    o.device = "cpu";
-    o.sets[o.n_sets++] = "model_config.n_fragments=4";
-    int rc = train_run(&o);
+    int rc = run_train_opts(cfg, out, 1, 0, NULL, "model_config.n_fragments=4");
     free(dir);
     CHECK(rc == -1, "mismatched dataset accepted");
     CHECK(strstr(v3_last_error(), "train.v3ds") && strstr(v3_last_error(), "expects"), "message: %s", v3_last_error());
@@ -256,14 +257,7 @@ TEST(train_rejects_missing_dataset) {
     char *dir = make_run_env("nodata", cfg, sizeof cfg, NULL);
     CHECK(dir, "environment");
     snprintf(out, sizeof out, "%s/run", dir);
-    TrainOpts o;
-    memset(&o, 0, sizeof o);
-    o.config_path = cfg;
-    o.out_dir = out;
-    o.steps = 1;
-    o.device = "cpu";
-    o.data_dir = "/nonexistent/v3data";
-    int rc = train_run(&o);
+    int rc = run_train_opts(cfg, out, 1, 0, "/nonexistent/v3data", NULL);
     free(dir);
     CHECK(rc == -1 && strstr(v3_last_error(), "/nonexistent/v3data/train.v3ds"), "message: %s", v3_last_error());
     return 0;
