@@ -305,7 +305,7 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
     }
     v3_log("v3: done at step %llu; checkpoints in %s, log in %s/log.jsonl\n", (unsigned long long)step, r->ckdir,
            r->dir);
-    if (!isnan(last_val)) /* the metrics of the last validation, on stdout for scripts */
+    if (!isnan(last_val) && v3_verbose >= 0) /* last validation metrics on stdout (also with --quiet) */
         printf("final validation (epoch %d): loss %.5f  codebook purity %.4f\n", (int)(step / r->spe) - 1, last_val,
                last_purity);
     return 0;

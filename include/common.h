@@ -35,7 +35,7 @@ void ffree(float *p);
 /* CRC-32C (Castagnoli), used for dataset and checkpoint integrity. */
 uint32_t crc32c(uint32_t crc, const void *data, size_t n);
 
-/* Verbosity for progress output: 0 quiet, 1 normal. */
+/* Verbosity: 1 normal, 0 quiet (--quiet: no progress, still the final metrics), -1 silent (tests). */
 extern int v3_verbose;
 void v3_log(const char *fmt, ...) V3_PRINTF(1, 2); /* to stderr when v3_verbose > 0 */
 

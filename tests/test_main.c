@@ -25,7 +25,7 @@ static int cmp_tests(const void *a, const void *b) {
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     qsort(g_tests, (size_t)g_ntests, sizeof g_tests[0], cmp_tests);
-    v3_verbose = 0; /* library progress output would drown the report */
+    v3_verbose = -1; /* no progress or summary output from the library: it would drown the report */
     int passed = 0, failed = 0, skipped = 0;
     for (int i = 0; i < g_ntests; i++) {
         if (filter && !strstr(g_tests[i].name, filter)) continue;

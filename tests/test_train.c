@@ -273,3 +273,38 @@ TEST(metrics_purity_known_values) {
     CHECK(fabs(codebook_purity(ind2, lab2, 4, 2, 4) - 0.25) < 1e-12, "single-atom purity wrong");
     return 0;
 }
+
+/* Value of "key": in the n-th JSONL line of kind `kind` (n < 0 counts from the end). */
+static double log_value(const char *log, const char *kind, int nth, const char *key) {
+    char want[64], k[64];
+    snprintf(want, sizeof want, "\"kind\":\"%s\"", kind);
+    snprintf(k, sizeof k, "\"%s\":", key);
+    int count = 0;
+    for (const char *p = log; (p = strstr(p, want)); p++) count++;
+    int target = nth < 0 ? count + nth : nth, i = 0;
+    for (const char *p = log; (p = strstr(p, want)); p++, i++)
+        if (i == target) {
+            const char *v = strstr(p, k);
+            return v ? strtod(v + strlen(k), NULL) : NAN;
+        }
+    return NAN;
+}
+
+TEST(train_reduces_reconstruction_loss) {
+    char cfg[600], out[700], logp[800];
+    char *dir = make_run_env("learn", cfg, sizeof cfg, NULL);
+    CHECK(dir, "environment");
+    snprintf(out, sizeof out, "%s/run", dir);
+    CHECK(run_train(cfg, out, 45, 0) == 0, "run: %s", v3_last_error());
+    snprintf(logp, sizeof logp, "%s/log.jsonl", out);
+    char *log; long n;
+    CHECK(read_file(logp, &log, &n) == 0, "no log");
+    double r0 = log_value(log, "train", 0, "recon"), r1 = log_value(log, "train", -1, "recon");
+    double v0 = log_value(log, "val", 0, "recon"), v1 = log_value(log, "val", -1, "recon");
+    double lr0 = log_value(log, "train", 0, "lr");
+    free(log); free(dir);
+    CHECK(isfinite(r0) && isfinite(r1) && r1 < 0.6 * r0, "train recon %.4f -> %.4f: not learning", r0, r1);
+    CHECK(isfinite(v0) && isfinite(v1) && v1 < v0, "val recon %.4f -> %.4f", v0, v1);
+    CHECK(fabs(lr0 - 1e-3) < 1e-12, "first-epoch learning rate %.3g, want the configured 1e-3", lr0);
+    return 0;
+}
