@@ -66,7 +66,7 @@ tests/run_gpu_tests: $(patsubst %.c,build/%.o,$(GPU_TEST_C)) build/tests/test_ut
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 test: v3 tests/run_tests
-	OPENBLAS_NUM_THREADS=1 ./tests/run_tests
+	./tests/run_tests
 
 # The README's main command: a small real run on the CPU (synthetic data, configs/tiny.yaml), ending with the
 # validation metrics. About 4 minutes on 2 cores.

@@ -10,6 +10,7 @@
 #include "cuda_backend.h"
 #include "data_cli.h"
 #include "model.h"
+#include "ops.h"
 #include "train.h"
 
 static void usage(FILE *f) {
@@ -96,6 +97,7 @@ static int cmd_device(void) {
 }
 
 int main(int argc, char **argv) {
+    cpu_gemm_init();
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

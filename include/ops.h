@@ -73,6 +73,8 @@ void cpu_add_inplace(size_t n, float *y, const float *x);
 void cpu_adamw(size_t n, float *p, const float *g, float *m, float *v, float lr, float beta1, float beta2,
                float eps, float wd, long t);
 
+/* Call once at start-up: one OpenBLAS thread unless OPENBLAS_NUM_THREADS is set (see ops_gemm.c). */
+void cpu_gemm_init(void);
 /* The GEMM the CPU ops use (OpenBLAS): C[M,N] = alpha * op(A) op(B) + beta * C, row-major. */
 void cpu_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                int ldb, float beta, float *C, int ldc);

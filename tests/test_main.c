@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "ops.h"
 #include "testing.h"
 
 typedef struct { const char *name, *file; test_fn fn; } TestEntry;
@@ -25,6 +26,7 @@ static int cmp_tests(const void *a, const void *b) {
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     qsort(g_tests, (size_t)g_ntests, sizeof g_tests[0], cmp_tests);
+    cpu_gemm_init();
     v3_verbose = -1; /* no progress or summary output from the library: it would drown the report */
     int passed = 0, failed = 0, skipped = 0;
     for (int i = 0; i < g_ntests; i++) {
