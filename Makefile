@@ -69,7 +69,7 @@ test: v3 tests/run_tests
 	./tests/run_tests
 
 # The README's main command: a small real run on the CPU (synthetic data, configs/tiny.yaml), ending with the
-# validation metrics. About 4 minutes on 2 cores.
+# validation metrics. About 2 minutes on 2 cores.
 DEMO_STEPS ?= 400
 demo: v3
 	@[ -f data/synth/train.v3ds ] || ./v3 data synth --out data/synth --train 512 --val 64 --test 64
