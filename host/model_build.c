@@ -287,9 +287,12 @@ Model *model_build(const Config *c, uint64_t seed) {
     m->n_trainable = m->n_params;
     /* The authors' bn_c/bn_s (BatchNorm1d) exist in the state_dict but never run: untrained, kept last. */
     R.enc = 1;
-    size_t bnc = PREG(&R, 2 * (size_t)m->dc, "encoder.bn_c.weight+bias");
-    size_t bns = PREG(&R, 2 * (size_t)m->ds, "encoder.bn_s.weight+bias");
-    m->params[m->n_params_t - 2].trainable = m->params[m->n_params_t - 1].trainable = 0;
+    int first_unused = m->n_params_t;
+    size_t bnc = PREG(&R, (size_t)m->dc, "encoder.bn_c.weight");
+    (void)PREG(&R, (size_t)m->dc, "encoder.bn_c.bias");
+    size_t bns = PREG(&R, (size_t)m->ds, "encoder.bn_s.weight");
+    (void)PREG(&R, (size_t)m->ds, "encoder.bn_s.bias");
+    for (int i = first_unused; i < m->n_params_t; i++) m->params[i].trainable = 0;
     for (int i = 0; i < m->n_params_t; i++)
         if (m->params[i].enc) m->n_enc_params += m->params[i].n;
 
