@@ -7,7 +7,7 @@ NVCC    ?= $(shell command -v nvcc 2>/dev/null)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -march=x86-64-v2 -g
-CFLAGS  += -std=c11 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -fopenmp -Iinclude -I/usr/include/x86_64-linux-gnu/openblas-pthread
+CFLAGS  += -std=c11 -Ibench -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -fopenmp -Iinclude -I/usr/include/x86_64-linux-gnu/openblas-pthread
 LDLIBS  := -lyaml -lopenblas -lm -lpthread -fopenmp
 # STATIC_DEPS=1 links libyaml, OpenBLAS and libgomp statically, for a binary that runs on a machine without them
 # (the GPU machines have CUDA but no libyaml/OpenBLAS).
@@ -22,6 +22,9 @@ LIB_C   := $(filter-out host/main.c,$(wildcard host/*.c)) $(wildcard datasets/*.
 CU_SRC  := $(wildcard kernels/*.cu)
 TEST_C  := $(wildcard tests/test_*.c)
 GPU_TEST_C := $(wildcard tests/gpu/*.c)
+# Benchmark programs: every bench/bench_*.c except the shared bench_util.c is one program bench/<name>.
+BENCH_C := $(filter-out bench/bench_util.c,$(wildcard bench/bench_*.c))
+BENCH_BIN := $(patsubst %.c,%,$(BENCH_C))
 
 ifneq ($(NVCC),)
   HAVE_CUDA := 1
@@ -79,10 +82,13 @@ demo: v3
 test-gpu: tests/run_gpu_tests
 	./tests/run_gpu_tests
 
-bench: v3
+bench: v3 $(BENCH_BIN)
+
+bench/bench_%: build/bench/bench_%.o build/bench/bench_util.o build/libv3.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 clean:
-	rm -rf build v3 tests/run_tests tests/run_gpu_tests
+	rm -rf build v3 tests/run_tests tests/run_gpu_tests $(BENCH_BIN)
 
 print-config:
 	@echo "CC=$(CC) NVCC=$(NVCC) CUDA_HOME=$(CUDA_HOME) HAVE_CUDA=$(HAVE_CUDA)"

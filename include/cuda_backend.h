@@ -13,6 +13,9 @@
 #define V3_CUDA_BACKEND_H
 #include <stddef.h>
 
+#include "ops.h"
+#include "v3loss.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -63,6 +66,123 @@ void cuda_bn2d_fwd_eval(int N, int C, int HW, const float *x, const float *gamma
                         const float *running_mean, const float *running_var, float eps);
 void cuda_bn2d_bwd(int N, int C, int HW, const float *x, const float *gamma, const float *mean, const float *invstd,
                    const float *dy, float *dx, float *dgamma, float *dbeta);
+
+/* ---- math modes (cuDNN convolutions and cuBLAS GEMMs; everything else is always float32) ----
+ * FP32: exact float32 (no TF32 anywhere: cuDNN FMA math, cuBLAS CUBLAS_COMPUTE_32F).
+ * TF32: tensor cores with TF32 inputs, float32 accumulation and storage.
+ * BF16: tensor cores with bfloat16 inputs, float32 accumulation; weights, gradients and optimiser state stay
+ *       float32 (master weights), activations are converted around each GEMM/convolution. */
+typedef enum { V3_MATH_FP32 = 0, V3_MATH_TF32 = 1, V3_MATH_BF16 = 2 } V3Math;
+/* "fp32" | "tf32" | "bf16" -> mode; -1 + v3_error for anything else. (host/cuda_common.c) */
+int v3_math_parse(const char *s, V3Math *out);
+const char *v3_math_name(V3Math m);
+
+/* ---- libraries loaded at run time (kernels/cuda_libs.cu) ----
+ * cuBLAS and cuDNN are dlopen()ed on first use, so the binary starts (and the CPU path runs) on machines without
+ * them. Returns 0, or -1 with a v3_error naming the library that is missing and the file names tried. */
+int cuda_libs_load(void);
+/* Math mode for GEMMs issued after this call (cuda_linear_*, cuda_sgemm). Convolution plans take theirs at
+ * creation. Default V3_MATH_FP32. */
+void cuda_set_math(V3Math m);
+V3Math cuda_get_math(void);
+
+/* ---- timing (kernels/cuda_runtime.cu): CUDA events on the backend stream ---- */
+typedef struct CudaTimer CudaTimer;
+CudaTimer *cuda_timer_create(void);
+void cuda_timer_destroy(CudaTimer *t);
+void cuda_timer_start(CudaTimer *t);
+/* Records the stop event, waits for it and returns the milliseconds since cuda_timer_start. */
+double cuda_timer_stop_ms(CudaTimer *t);
+
+/* ---- convolutions (kernels/cudnn_conv.cu): cuDNN, one plan per layer shape ----
+ * A plan fixes geometry, batch N, input size H x W, transposed or not, and the math mode. Creating it picks the
+ * forward, backward-data and backward-filter algorithms once (cudnnFind on scratch buffers, deterministic
+ * algorithms only, exact-fp32 algorithms only in FP32 mode), logs the choice (v3_log), and reserves the shared
+ * workspace it needs; running it allocates nothing. Semantics exactly as cpu_conv2d_* / cpu_convT2d_* (ops.h):
+ * fwd writes y (bias added when b != NULL); bwd OVERWRITES dx (skipped when NULL) and ACCUMULATES dw and db
+ * (db may be NULL). All pointers are device pointers. Returns NULL + v3_error on failure. */
+typedef struct CudaConv CudaConv;
+CudaConv *cuda_conv_plan(const ConvGeom *g, int transposed, int N, int H, int W, V3Math math);
+void cuda_conv_destroy(CudaConv *c);
+void cuda_conv_fwd(const CudaConv *c, const float *x, const float *w, const float *b, float *y);
+void cuda_conv_bwd(const CudaConv *c, const float *x, const float *w, const float *dy, float *dx, float *dw,
+                   float *db);
+/* One line describing the plan's algorithms, e.g. "conv 64->64 3x3 s1 [384,64,512,32] fp32: fwd IMPLICIT_GEMM ..." */
+const char *cuda_conv_describe(const CudaConv *c);
+
+/* ---- GEMMs (kernels/cublas_linear.cu): cuBLAS in the current math mode ----
+ * Linear layers with the semantics of cpu_linear_* (x [N,in], w [out,in], b [out]; bwd overwrites dx (may be
+ * NULL), accumulates dw and db). cuda_sgemm is cpu_sgemm's twin (row-major, C = alpha op(A) op(B) + beta C). */
+void cuda_linear_fwd(int N, int in, int out, const float *x, const float *w, const float *b, float *y);
+void cuda_linear_bwd(int N, int in, int out, const float *x, const float *w, const float *dy, float *dx, float *dw,
+                     float *db);
+void cuda_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                int ldb, float beta, float *C, int ldc);
+
+/* ---- small step ops (kernels/step_ops.cu) ---- */
+/* y[n, c, hw] += b[c] over an [N, C, HW] tensor (HW = 1 for linear layers). */
+void cuda_bias_add(int N, int C, int HW, float *y, const float *b);
+/* db[c] += sum over n, hw of dy[n, c, hw], deterministic (fixed-order double partials). */
+void cuda_bias_grad(int N, int C, int HW, const float *dy, float *db);
+/* Column block copy: dst[i*ldd + j] = src[i*lds + j] for i < rows, j < cols. */
+void cuda_copy_cols(int rows, int cols, const float *src, int lds, float *dst, int ldd);
+/* GELU on a column block: y[i*ldy + j] = gelu(x[i*ldx + j]). */
+void cuda_gelu_fwd_cols(int rows, int cols, const float *x, int ldx, float *y, int ldy);
+/* dx[i*ldd + j] = dy[i*lddy + j] * gelu'(x[i*ldx + j]) (dx may alias dy when the strides agree). */
+void cuda_gelu_bwd_cols(int rows, int cols, const float *x, int ldx, const float *dy, int lddy, float *dx, int ldd);
+/* *out = mean((a-b)^2) in double, written to DEVICE memory, deterministic, no synchronisation. */
+void cuda_mse_fwd_dev(size_t n, const float *a, const float *b, double *out);
+/* g[i] += k * (a[i] - b[i]) (commitment gradient); b == NULL means 0. */
+void cuda_axpy_diff(size_t n, float k, const float *a, const float *b, float *g);
+
+/* ---- vector quantiser (kernels/vq.cu) ----
+ * A workspace for searches of up to N_max rows of dimension d against K codewords. */
+typedef struct CudaVq CudaVq;
+CudaVq *cuda_vq_create(int K, int d, int N_max);
+void cuda_vq_destroy(CudaVq *w);
+/* Fused search: ind[i] = argmin_k ||x_i - embed_k||^2 (lowest index on exact ties, as vq_assign), q[i] =
+ * embed[ind[i]], *commit_sum = sum_i ||q_i - x_i||^2 (double, device pointer, deterministic), and the per-code
+ * counts and row sums of this batch kept in the workspace for cuda_vq_ema. x, embed, ind, q, commit_sum are
+ * device pointers. Production path for small codebooks (K*d floats fit in shared memory). */
+void cuda_vq_search(CudaVq *w, int N, const float *x, const float *embed, int *ind, float *q, double *commit_sum);
+/* EMA update from the last cuda_vq_search (same x, ind): cluster_size, embed_avg, embed as vq_ema_update
+ * without the dead-code step (decay lambda, Laplace smoothing eps 1e-5). Device pointers. */
+void cuda_vq_ema(CudaVq *w, float decay, float *embed, float *embed_avg, float *cluster_size);
+/* Dead-code revival: for i < ndead, code dead[i] takes row rows[i] of x [N,d], cluster_size = threshold,
+ * embed_avg = threshold * embed. dead and rows are HOST arrays (chosen by the host with the CPU's RNG). */
+void cuda_vq_revive(CudaVq *w, int ndead, const int *dead, const int *rows, const float *x, float threshold,
+                    float *embed, float *embed_avg, float *cluster_size);
+/* Search variants for the benchmark and tests: only ind (argmin with lowest-index ties). */
+typedef enum {
+    VQS_NAIVE = 0,   /* one thread per row, codebook from global memory, difference form */
+    VQS_SMALLK = 1,  /* codebook in shared memory, one warp per row (the fused kernel's search) */
+    VQS_TILED = 2,   /* large K: register-tiled SIMT micro-GEMM over codeword tiles with a running argmin */
+    VQS_GEMM = 3,    /* baseline: cuBLAS GEMM (-2 x.c) into an N x K buffer, then a norm-add + argmin kernel */
+    VQS_N_VARIANTS
+} VqSearchVariant;
+const char *cuda_vq_variant_name(int v);
+/* 0 if the variant supports the shape (VQS_SMALLK needs K*d*4 bytes of shared memory), else -1 + v3_error. */
+int cuda_vq_argmin(CudaVq *w, int variant, int N, const float *x, const float *embed, int *ind);
+
+/* ---- V3 statistics (kernels/v3stats.cu) ----
+ * Forward and backward of v3_loss (v3loss.h) on the device, deterministic (no floating-point atomics). */
+typedef struct CudaV3 CudaV3;
+CudaV3 *cuda_v3_create(const V3LossCfg *cfg, int B, int n, int dc, int ds);
+void cuda_v3_destroy(CudaV3 *w);
+/* Statistics, hinges and the backward scalars, left on the device (no synchronisation). */
+void cuda_v3_forward(CudaV3 *w, const float *zc, const float *q, const float *zs);
+/* ADDS the gradient of the weighted loss to gzc [N,dc] and gzs [N,ds] (q's share goes to zc), using the last
+ * forward's statistics; the inputs must be the same as that forward's. */
+void cuda_v3_backward(CudaV3 *w, const float *zc, const float *q, const float *zs, float *gzc, float *gzs);
+/* Device pointer to V3_STATS_DOUBLES doubles: Fc, Sc, Fs, Ss, Ss_ss, content, style, sample, fragment, weighted
+ * (for one batched copy of all step scalars); v3_stats_unpack fills a V3Stats from such a block. */
+#define V3_STATS_DOUBLES 10
+const double *cuda_v3_stats_dev(const CudaV3 *w);
+static inline void v3_stats_unpack(const double *v, int nB, int nn, V3Stats *st) {
+    st->Fc = v[0]; st->Sc = v[1]; st->Fs = v[2]; st->Ss = v[3]; st->Ss_ss = v[4];
+    st->content = v[5]; st->style = v[6]; st->sample = v[7]; st->fragment = v[8]; st->weighted = v[9];
+    st->nB = nB; st->nn = nn;
+}
 
 #ifdef __cplusplus
 }

@@ -3,6 +3,10 @@
 #ifndef V3_V3LOSS_H
 #define V3_V3LOSS_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
     double w_content, w_style, w_sample, w_fragment;
     double relativity; /* r */
@@ -25,4 +29,7 @@ int v3_supersample_n(int m);
  * of st->weighted to them (q's share goes to zc: straight-through). Requires B >= 2 (B' >= 2) and n >= 2. */
 void v3_loss(const V3LossCfg *cfg, int B, int n, int dc, int ds, const float *zc, const float *q, const float *zs,
              V3Stats *st, float *gzc, float *gzs);
+#ifdef __cplusplus
+}
+#endif
 #endif

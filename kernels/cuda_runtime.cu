@@ -175,3 +175,31 @@ extern "C" int cuda_sync(void) {
     if (e != cudaSuccess) return v3_error("CUDA error while waiting for queued work: %s", cudaGetErrorString(e));
     return 0;
 }
+
+/* ---- timers: a pair of events on the backend stream ---- */
+struct CudaTimer { cudaEvent_t a, b; };
+
+extern "C" CudaTimer *cuda_timer_create(void) {
+    CudaTimer *t = (CudaTimer *)calloc(1, sizeof *t);
+    if (!t) { fprintf(stderr, "v3: out of host memory\n"); exit(1); }
+    CUDA_CHECK(cudaEventCreate(&t->a));
+    CUDA_CHECK(cudaEventCreate(&t->b));
+    return t;
+}
+
+extern "C" void cuda_timer_destroy(CudaTimer *t) {
+    if (!t) return;
+    CUDA_CHECK(cudaEventDestroy(t->a));
+    CUDA_CHECK(cudaEventDestroy(t->b));
+    free(t);
+}
+
+extern "C" void cuda_timer_start(CudaTimer *t) { CUDA_CHECK(cudaEventRecord(t->a, g_stream)); }
+
+extern "C" double cuda_timer_stop_ms(CudaTimer *t) {
+    float ms = 0;
+    CUDA_CHECK(cudaEventRecord(t->b, g_stream));
+    CUDA_CHECK(cudaEventSynchronize(t->b));
+    CUDA_CHECK(cudaEventElapsedTime(&ms, t->a, t->b));
+    return ms;
+}

@@ -62,3 +62,87 @@ void cuda_bn2d_bwd(int N, int C, int HW, const float *x, const float *gamma, con
                    const float *dy, float *dx, float *dgamma, float *dbeta) {
     UNREACHABLE("cuda_bn2d_bwd");
 }
+
+/* ---- later API (math modes, libraries, timers, convolutions, GEMMs, step ops, VQ, V3 statistics) ---- */
+int cuda_libs_load(void) { return v3_error("cannot load cuBLAS/cuDNN: %s", NO_CUDA); }
+void cuda_set_math(V3Math m) { (void)m; }
+V3Math cuda_get_math(void) { return V3_MATH_FP32; }
+CudaTimer *cuda_timer_create(void) {
+    UNREACHABLE("cuda_timer_create");
+    return NULL;
+}
+void cuda_timer_destroy(CudaTimer *t) { if (t) UNREACHABLE("cuda_timer_destroy"); }
+void cuda_timer_start(CudaTimer *t) { UNREACHABLE("cuda_timer_start"); }
+double cuda_timer_stop_ms(CudaTimer *t) {
+    UNREACHABLE("cuda_timer_stop_ms");
+    return 0;
+}
+CudaConv *cuda_conv_plan(const ConvGeom *g, int transposed, int N, int H, int W, V3Math math) {
+    v3_error("cuda_conv_plan: %s", NO_CUDA);
+    return NULL;
+}
+void cuda_conv_destroy(CudaConv *c) { if (c) UNREACHABLE("cuda_conv_destroy"); }
+void cuda_conv_fwd(const CudaConv *c, const float *x, const float *w, const float *b, float *y) {
+    UNREACHABLE("cuda_conv_fwd");
+}
+void cuda_conv_bwd(const CudaConv *c, const float *x, const float *w, const float *dy, float *dx, float *dw,
+                   float *db) {
+    UNREACHABLE("cuda_conv_bwd");
+}
+const char *cuda_conv_describe(const CudaConv *c) { return NO_CUDA; }
+void cuda_linear_fwd(int N, int in, int out, const float *x, const float *w, const float *b, float *y) {
+    UNREACHABLE("cuda_linear_fwd");
+}
+void cuda_linear_bwd(int N, int in, int out, const float *x, const float *w, const float *dy, float *dx, float *dw,
+                     float *db) {
+    UNREACHABLE("cuda_linear_bwd");
+}
+void cuda_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                int ldb, float beta, float *C, int ldc) {
+    UNREACHABLE("cuda_sgemm");
+}
+void cuda_bias_add(int N, int C, int HW, float *y, const float *b) { UNREACHABLE("cuda_bias_add"); }
+void cuda_bias_grad(int N, int C, int HW, const float *dy, float *db) { UNREACHABLE("cuda_bias_grad"); }
+void cuda_copy_cols(int rows, int cols, const float *src, int lds, float *dst, int ldd) {
+    UNREACHABLE("cuda_copy_cols");
+}
+void cuda_gelu_fwd_cols(int rows, int cols, const float *x, int ldx, float *y, int ldy) {
+    UNREACHABLE("cuda_gelu_fwd_cols");
+}
+void cuda_gelu_bwd_cols(int rows, int cols, const float *x, int ldx, const float *dy, int lddy, float *dx, int ldd) {
+    UNREACHABLE("cuda_gelu_bwd_cols");
+}
+void cuda_mse_fwd_dev(size_t n, const float *a, const float *b, double *out) { UNREACHABLE("cuda_mse_fwd_dev"); }
+void cuda_axpy_diff(size_t n, float k, const float *a, const float *b, float *g) { UNREACHABLE("cuda_axpy_diff"); }
+CudaVq *cuda_vq_create(int K, int d, int N_max) {
+    UNREACHABLE("cuda_vq_create");
+    return NULL;
+}
+void cuda_vq_destroy(CudaVq *w) { if (w) UNREACHABLE("cuda_vq_destroy"); }
+void cuda_vq_search(CudaVq *w, int N, const float *x, const float *embed, int *ind, float *q, double *commit_sum) {
+    UNREACHABLE("cuda_vq_search");
+}
+void cuda_vq_ema(CudaVq *w, float decay, float *embed, float *embed_avg, float *cluster_size) {
+    UNREACHABLE("cuda_vq_ema");
+}
+void cuda_vq_revive(CudaVq *w, int ndead, const int *dead, const int *rows, const float *x, float threshold,
+                    float *embed, float *embed_avg, float *cluster_size) {
+    UNREACHABLE("cuda_vq_revive");
+}
+const char *cuda_vq_variant_name(int v) { return "none"; }
+int cuda_vq_argmin(CudaVq *w, int variant, int N, const float *x, const float *embed, int *ind) {
+    return v3_error("cuda_vq_argmin: %s", NO_CUDA);
+}
+CudaV3 *cuda_v3_create(const V3LossCfg *cfg, int B, int n, int dc, int ds) {
+    UNREACHABLE("cuda_v3_create");
+    return NULL;
+}
+void cuda_v3_destroy(CudaV3 *w) { if (w) UNREACHABLE("cuda_v3_destroy"); }
+void cuda_v3_forward(CudaV3 *w, const float *zc, const float *q, const float *zs) { UNREACHABLE("cuda_v3_forward"); }
+void cuda_v3_backward(CudaV3 *w, const float *zc, const float *q, const float *zs, float *gzc, float *gzs) {
+    UNREACHABLE("cuda_v3_backward");
+}
+const double *cuda_v3_stats_dev(const CudaV3 *w) {
+    UNREACHABLE("cuda_v3_stats_dev");
+    return NULL;
+}
