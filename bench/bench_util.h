@@ -2,7 +2,7 @@
  * Timing: a measurement runs `reps` back-to-back launches of a variant between two CUDA events, `batches`
  * times, after warm-up, and reports the median and minimum per launch (warm L2: the inputs stay resident, which
  * is the state the training step sees). Results go to a table on stdout (printed last) and to a JSON file with
- * one object per line, comparable with the rows in ../shared/anchors/*.json. */
+ * one object per line, comparable with the rows of the JSON files in ../shared/anchors/. */
 #ifndef V3_BENCH_UTIL_H
 #define V3_BENCH_UTIL_H
 #include <stddef.h>
