@@ -60,7 +60,7 @@ static void code_stats(int K, int d, int N, const float *x, const int *ind, doub
 }
 
 /* K distinct random row indices when N >= K (randperm prefix), else K draws with replacement. */
-static void sample_rows(int N, int K, int *rows, Rng *rng) {
+void vq_sample_rows(int N, int K, int *rows, Rng *rng) {
     if (N >= K) {
         int *perm = xmalloc(sizeof(int) * N);
         rng_permutation(rng, N, perm);
@@ -75,7 +75,7 @@ void vq_kmeans_init(VQ *vq, int N, const float *x, Rng *rng) {
     int K = vq->K, d = vq->d;
     int *rows = xmalloc(sizeof(int) * K), *ind = xmalloc(sizeof(int) * N);
     double *cnt = xmalloc(sizeof(double) * K), *sum = xmalloc(sizeof(double) * K * d);
-    sample_rows(N, K, rows, rng);
+    vq_sample_rows(N, K, rows, rng);
     for (int k = 0; k < K; k++) memcpy(vq->embed + (size_t)k * d, x + (size_t)rows[k] * d, sizeof(float) * d);
     for (int it = 0; it < vq->kmeans_iters; it++) {
         vq_assign(vq->embed, K, d, N, x, ind);
@@ -119,7 +119,7 @@ void vq_ema_update(VQ *vq, int N, const float *x, const int *ind, Rng *rng) {
         for (int k = 0; k < K; k++)
             if (vq->cluster_size[k] < vq->threshold) dead[ndead++] = k;
         if (ndead) {
-            sample_rows(N, ndead, rows, rng);
+            vq_sample_rows(N, ndead, rows, rng);
             for (int i = 0; i < ndead; i++) {
                 int k = dead[i];
                 memcpy(vq->embed + (size_t)k * d, x + (size_t)rows[i] * d, sizeof(float) * d);

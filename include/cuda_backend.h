@@ -133,7 +133,7 @@ void cuda_gelu_bwd_cols(int rows, int cols, const float *x, int ldx, const float
 /* *out = mean((a-b)^2) in double, written to DEVICE memory, deterministic, no synchronisation. */
 void cuda_mse_fwd_dev(size_t n, const float *a, const float *b, double *out);
 /* g[i] += k * (a[i] - b[i]) (commitment gradient); b == NULL means 0. */
-void cuda_axpy_diff(size_t n, float k, const float *a, const float *b, float *g);
+void cuda_axpy_diff(size_t n, double k, const float *a, const float *b, float *g);
 
 /* ---- vector quantiser (kernels/vq.cu) ----
  * A workspace for searches of up to N_max rows of dimension d against K codewords. */

@@ -34,6 +34,10 @@ void vq_kmeans_init(VQ *vq, int N, const float *x, Rng *rng);
 /* EMA update and dead-code replacement from this batch's assignment (exposed for tests). */
 void vq_ema_update(VQ *vq, int N, const float *x, const int *ind, Rng *rng);
 
+/* K distinct random rows of N (a randperm prefix) when N >= K, else K draws with replacement: the draws the
+ * k-means init and the dead-code replacement make (shared with the GPU path, whose host makes the same draws). */
+void vq_sample_rows(int N, int K, int *rows, Rng *rng);
+
 /* Codebook usage from the last EMA counts: perplexity exp(H(p)) and the number of codes with cluster_size < T. */
 double vq_perplexity(const VQ *vq);
 #endif
