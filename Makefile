@@ -51,7 +51,7 @@ build/%.o: %.c $(wildcard include/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-build/%.o: %.cu $(wildcard include/*.h) $(wildcard kernels/*.cuh)
+build/%.o: %.cu $(wildcard include/*.h) $(wildcard kernels/*.h) $(wildcard kernels/*.cuh)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 

@@ -41,6 +41,9 @@ int cuda_h2d(void *dst, const void *src, size_t bytes);
 int cuda_d2h(void *dst, const void *src, size_t bytes);
 int cuda_memset(void *dst, int byte, size_t bytes);
 int cuda_sync(void);
+/* Grows the backend's shared reduction scratch to at least `bytes` now (BatchNorm, bias gradients, MSE use it),
+ * so that no step allocates device memory. */
+void cuda_scratch_reserve(size_t bytes);
 
 /* Elementwise (kernels/elementwise.cu). */
 void cuda_gelu_fwd(size_t n, const float *x, float *y);                   /* exact erf GELU */
@@ -109,6 +112,11 @@ void cuda_conv_bwd(const CudaConv *c, const float *x, const float *w, const floa
                    float *db);
 /* One line describing the plan's algorithms, e.g. "conv 64->64 3x3 s1 [384,64,512,32] fp32: fwd IMPLICIT_GEMM ..." */
 const char *cuda_conv_describe(const CudaConv *c);
+
+/* The process's algorithm choices (one per shape and math mode), saved as text and loaded back: a resumed run
+ * loads the choices of the run it continues, so it uses the same algorithms and stays bit-identical. */
+int cuda_conv_algos_save(const char *path);
+int cuda_conv_algos_load(const char *path);
 
 /* ---- GEMMs (kernels/cublas_linear.cu): cuBLAS in the current math mode ----
  * Linear layers with the semantics of cpu_linear_* (x [N,in], w [out,in], b [out]; bwd overwrites dx (may be

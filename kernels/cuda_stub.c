@@ -30,6 +30,7 @@ int cuda_h2d(void *dst, const void *src, size_t bytes) { return v3_error("cuda_h
 int cuda_d2h(void *dst, const void *src, size_t bytes) { return v3_error("cuda_d2h: %s", NO_CUDA); }
 int cuda_memset(void *dst, int byte, size_t bytes) { return v3_error("cuda_memset: %s", NO_CUDA); }
 int cuda_sync(void) { return v3_error("cuda_sync: %s", NO_CUDA); }
+void cuda_scratch_reserve(size_t bytes) { UNREACHABLE("cuda_scratch_reserve"); }
 
 void cuda_gelu_fwd(size_t n, const float *x, float *y) { UNREACHABLE("cuda_gelu_fwd"); }
 void cuda_gelu_bwd(size_t n, const float *x, const float *dy, float *dx) { UNREACHABLE("cuda_gelu_bwd"); }
@@ -90,6 +91,8 @@ void cuda_conv_bwd(const CudaConv *c, const float *x, const float *w, const floa
     UNREACHABLE("cuda_conv_bwd");
 }
 const char *cuda_conv_describe(const CudaConv *c) { return NO_CUDA; }
+int cuda_conv_algos_save(const char *path) { return v3_error("cuda_conv_algos_save: %s", NO_CUDA); }
+int cuda_conv_algos_load(const char *path) { return v3_error("cuda_conv_algos_load: %s", NO_CUDA); }
 void cuda_linear_fwd(int N, int in, int out, const float *x, const float *w, const float *b, float *y) {
     UNREACHABLE("cuda_linear_fwd");
 }
