@@ -42,6 +42,7 @@ const DevOps dev_cuda = {
     .d2h = cuda_d2h,
     .memset = cuda_memset,
     .sync = cuda_sync,
+    .reserve_scratch = cuda_scratch_reserve,
     .gelu_fwd = cuda_gelu_fwd,
     .gelu_bwd = cuda_gelu_bwd,
     .upsample_fwd = cuda_upsample_fwd,

@@ -18,6 +18,7 @@ static int e_memset(void *dst, int byte, size_t bytes) {
     return 0;
 }
 static int e_sync(void) { return 0; }
+static void e_reserve(size_t bytes) { (void)bytes; }
 static void e_mse_fwd_dev(size_t n, const float *a, const float *b, double *out) { *out = cpu_mse_fwd(n, a, b); }
 
 typedef struct { ConvGeom g; int transposed, N, H, W; } EmuConv;
@@ -143,6 +144,7 @@ const DevOps dev_emu = {
     .d2h = e_copy,
     .memset = e_memset,
     .sync = e_sync,
+    .reserve_scratch = e_reserve,
     .gelu_fwd = cpu_gelu_fwd,
     .gelu_bwd = cpu_gelu_bwd,
     .upsample_fwd = cpu_upsample_fwd,

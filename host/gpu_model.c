@@ -223,6 +223,25 @@ int gpu_model_download(GpuModel *g) {
     return 0;
 }
 
+/* The shared reduction scratch the step's kernels need at most: per-channel double partials (BatchNorm: two
+ * sets of C x 256; bias gradients: C x 256) and the MSE's 1024 block partials; doubled for headroom. */
+static size_t scratch_bytes(const Model *m, int N) {
+    size_t C = 0;
+    Stage *lists[2] = {m->enc, m->dec};
+    int counts[2] = {m->n_enc, m->n_dec};
+    for (int l = 0; l < 2; l++)
+        for (int i = 0; i < counts[l]; i++) {
+            const Stage *s = &lists[l][i];
+            if ((size_t)s->cout > C) C = (size_t)s->cout;
+            if ((size_t)s->cin > C) C = (size_t)s->cin;
+        }
+    size_t dz = (size_t)(m->dc + m->ds), fl = (size_t)m->flat;
+    if (dz > C) C = dz;
+    if (fl > C) C = fl;
+    (void)N;
+    return 2 * (3 * C * 256 * sizeof(double) + 1024 * sizeof(double));
+}
+
 GpuModel *gpu_model_create(Model *m, const DevOps *ops, int B_max, V3Math math) {
     if (B_max < 2) {
         v3_error("gpu_model_create: batch size %d (at least 2 samples are needed)", B_max);
@@ -244,6 +263,7 @@ GpuModel *gpu_model_create(Model *m, const DevOps *ops, int B_max, V3Math math) 
     take_all(g);
     g->host_zc = falloc((size_t)g->N_max * m->dc);
     g->host_ind = xmalloc(sizeof(int) * (size_t)g->N_max);
+    ops->reserve_scratch(scratch_bytes(m, g->N_max));
     g->vq = ops->vq_create(m->vq.K, m->dc, g->N_max);
     if (!g->vq || gpu_model_upload(g) || !plans_for(g, g->N_max)) {
         gpu_model_free(g);
@@ -380,9 +400,10 @@ static int vq_step(GpuModel *g, int N, VqMode mode) {
     g->host_ind_valid = 0;
     if (mode != VQ_TRAIN) return 0;
     o->vq_ema(g->vq, vq->decay, g->embed, g->embed_avg, g->cluster_size);
-    /* The host mirror of the counts feeds the perplexity log and the dead-code decision (K floats). */
-    if (o->d2h(vq->cluster_size, g->cluster_size, sizeof(float) * K)) return -1;
+    /* The host mirror of the counts feeds the perplexity log (read with the loss at the end of the step) and the
+     * dead-code decision, which needs them now: K floats, the step's one mid-forward synchronisation. */
     if (vq->threshold > 0) {
+        if (o->d2h(vq->cluster_size, g->cluster_size, sizeof(float) * K)) return -1;
         int ndead = 0, *dead = xmalloc(sizeof(int) * K), *rows = xmalloc(sizeof(int) * K);
         for (int k = 0; k < K; k++)
             if (vq->cluster_size[k] < vq->threshold) dead[ndead++] = k;
@@ -450,6 +471,9 @@ static int read_loss(GpuModel *g, LossTerms *out) {
     Model *m = g->m;
     double scal[2], v[V3_STATS_DOUBLES];
     if (o->sync() || o->d2h(scal, g->scal, sizeof scal) || o->d2h(v, o->v3_stats_dev(g->cur->v3), sizeof v))
+        return -1;
+    if (g->last_mode == VQ_TRAIN && m->vq.threshold <= 0 &&
+        o->d2h(m->vq.cluster_size, g->cluster_size, sizeof(float) * m->vq.K))
         return -1;
     int N = g->N, n = m->cfg.n_fragments;
     int nn = m->loss.supersample_content ? v3_supersample_n(N) : n;

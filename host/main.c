@@ -18,7 +18,8 @@ static void usage(FILE *f) {
             "usage: v3 <command> [options]\n"
             "commands:\n"
             "  train   --config FILE --out DIR [--steps N] [--resume] [--data DIR] [--device auto|cpu|cuda]\n"
-            "          [--set section.key=value ...] [--quiet]      train V3 (CPU path in this build)\n"
+            "          [--math fp32|tf32|bf16] [--set section.key=value ...] [--quiet]\n"
+            "                                                        train V3 (GPU when present; default math fp32)\n"
             "  info    --config FILE [--set ...]                     architecture and parameter counts\n"
             "  data    synth|info ...                                make or inspect datasets (v3 data --help)\n"
             "  device                                                report the CUDA device, if any\n"
@@ -40,6 +41,7 @@ static int cmd_train(int argc, char **argv) {
     memset(&o, 0, sizeof o);
     o.steps = -1;
     o.device = "auto";
+    o.math = "fp32";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int has = i + 1 < argc;
@@ -47,6 +49,7 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--out") && has) o.out_dir = argv[++i];
         else if (!strcmp(a, "--data") && has) o.data_dir = argv[++i];
         else if (!strcmp(a, "--device") && has) o.device = argv[++i];
+        else if (!strcmp(a, "--math") && has) o.math = argv[++i];
         else if (!strcmp(a, "--steps") && has) {
             char *end;
             o.steps = strtol(argv[++i], &end, 10);

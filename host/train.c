@@ -18,6 +18,8 @@
 #include "config.h"
 #include "cuda_backend.h"
 #include "dataset.h"
+#include "devops.h"
+#include "gpu_model.h"
 #include "model.h"
 
 static volatile sig_atomic_t g_stop;
@@ -69,6 +71,9 @@ static void truncate_log(const char *path, uint64_t step) {
 
 typedef struct {
     Model *m;
+    GpuModel *gm;        /* the device model when training on CUDA (else NULL) */
+    int use_cuda;
+    V3Math math;
     Dataset train, val;
     int B, spe;          /* batch size, steps per epoch */
     uint64_t seed;
@@ -124,8 +129,9 @@ static int validate(Run *r, double *val_loss, double *purity, LossTerms *mean) {
         for (int i = 0; i < n; i++) idx[i] = start + i;
         dataset_gather(v, idx, n, r->xb, NULL, NULL);
         LossTerms L;
-        if (model_forward(r->m, r->xb, n, 0, &L)) { free(all_ind); free(idx); return -1; }
-        memcpy(all_ind + (size_t)start * frags, r->m->ind, sizeof(int) * n * frags);
+        int rc = r->gm ? gpu_model_forward(r->gm, r->xb, n, 0, &L) : model_forward(r->m, r->xb, n, 0, &L);
+        if (rc) { free(all_ind); free(idx); return -1; }
+        memcpy(all_ind + (size_t)start * frags, r->gm ? gpu_model_indices(r->gm) : r->m->ind, sizeof(int) * n * frags);
         tot += L.total * n;
         w += n;
         double *acc = &mean->total, *src = &L.total;
@@ -148,8 +154,16 @@ static void log_terms(FILE *f, const LossTerms *L) {
             L->total, L->recon, L->commit, L->content, L->style, L->sample, L->fragment, L->Fc, L->Sc, L->Fs, L->Ss);
 }
 
+/* The cuDNN algorithm choices beside the checkpoints, so --resume uses the same algorithms. */
+static int save_conv_algos(Run *r) {
+    char path[1300];
+    snprintf(path, sizeof path, "%s/conv_algos.txt", r->ckdir);
+    return r->gm ? cuda_conv_algos_save(path) : 0;
+}
+
 /* Keep the best save_top_k epoch checkpoints by validation loss (the authors' rule) plus latest.v3ck. */
 static int save_epoch_checkpoint(Run *r, const CkptMeta *meta) {
+    if (r->gm && (gpu_model_download(r->gm) || save_conv_algos(r))) return -1;
     char path[1300];
     snprintf(path, sizeof path, "%s/epoch%05u_step%08llu.v3ck", r->ckdir, meta->epoch,
              (unsigned long long)meta->step);
@@ -182,24 +196,39 @@ static int save_epoch_checkpoint(Run *r, const CkptMeta *meta) {
 }
 
 static int save_latest(Run *r, uint64_t step, int epoch, double val_loss) {
+    if (r->gm && (gpu_model_download(r->gm) || save_conv_algos(r))) return -1;
     char path[1300];
     snprintf(path, sizeof path, "%s/latest.v3ck", r->ckdir);
     CkptMeta meta = {step, r->seed, (uint32_t)epoch, val_loss};
     return checkpoint_save(path, r->m, &meta);
 }
 
-static int resolve_device(const char *want) {
+/* --device: cuda needs a usable GPU plus cuBLAS/cuDNN; auto takes the GPU when one is present and says so.
+ * A GPU that is present but unusable is an error in both modes (no silent fall-back to the CPU). */
+static int resolve_device(Run *r, const char *want) {
     char desc[256];
-    int n = cuda_probe(desc, sizeof desc);
-    if (want && !strcmp(want, "cuda")) {
-        if (n <= 0) return v3_error("--device cuda: %s", desc);
-        return v3_error("--device cuda: found %s, but the CUDA training path is not in this build yet "
-                        "(use --device cpu)", desc);
-    }
-    if (want && strcmp(want, "cpu") && strcmp(want, "auto"))
+    if (want && strcmp(want, "cpu") && strcmp(want, "cuda") && strcmp(want, "auto"))
         return v3_error("--device: expected cpu, cuda or auto, got '%s'", want);
-    v3_log("v3: device: CPU (%s%s)\n", n > 0 ? "CUDA training path not in this build yet; GPU present: " : "",
-           desc);
+    int n = cuda_probe(desc, sizeof desc);
+    if (want && !strcmp(want, "cpu")) {
+        if (n > 0) v3_log("v3: device: CPU (--device cpu; a GPU is present: %s)\n", desc);
+        else v3_log("v3: device: CPU\n");
+        return 0;
+    }
+    if (n <= 0) {
+        if (want && !strcmp(want, "cuda")) return v3_error("--device cuda: %s", desc);
+        v3_log("v3: device: CPU (%s)\n", desc);
+        return 0;
+    }
+    int dev = 0;
+    const char *tag = strstr(desc, "[CUDA device ");
+    if (tag) dev = atoi(tag + strlen("[CUDA device "));
+    if (cuda_init(dev) || cuda_libs_load())
+        return v3_error("--device %s: %s found, but it cannot be used: %s (pass --device cpu to train on the CPU)",
+                        want ? want : "auto", desc, v3_last_error());
+    cuda_set_math(r->math);
+    r->use_cuda = 1;
+    v3_log("v3: device: %s, math %s\n", desc, v3_math_name(r->math));
     return 0;
 }
 
@@ -213,7 +242,13 @@ static int setup(Run *r, const TrainOpts *o, Config *c) {
     if (!c->data_dir[0]) return v3_error("%s: key 'data_dir': expected a dataset directory (or pass --data DIR)", c->path);
     if (!c->has_seed) v3_log("v3: note: %s: random_seed is empty; using seed 0 so the run is reproducible\n", c->path);
     r->seed = c->has_seed ? c->random_seed : 0;
-    if (resolve_device(o->device)) return -1;
+    if (v3_math_parse(o->math ? o->math : "fp32", &r->math)) return v3_error("--math: %s", v3_last_error());
+    if (r->math != V3_MATH_FP32 && o->device && !strcmp(o->device, "cpu"))
+        return v3_error("--math %s needs the CUDA path; the CPU path is exact float32 (use --math fp32)",
+                        v3_math_name(r->math));
+    if (resolve_device(r, o->device)) return -1;
+    if (r->math != V3_MATH_FP32 && !r->use_cuda)
+        return v3_error("--math %s needs a CUDA GPU; none is usable here", v3_math_name(r->math));
     if (dataset_load_split(c->data_dir, "train", &r->train) || dataset_load_split(c->data_dir, "val", &r->val))
         return -1;
     r->m = model_build(c, r->seed);
@@ -238,6 +273,7 @@ static int setup(Run *r, const TrainOpts *o, Config *c) {
 
 static void teardown(Run *r) {
     if (r->log) fclose(r->log);
+    gpu_model_free(r->gm);
     model_free(r->m);
     dataset_free(&r->train);
     dataset_free(&r->val);
@@ -257,11 +293,16 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
         int B = load_batch(r, epoch, pos);
         double lr = c->lr * config_lr_factor(c, epoch);
         LossTerms L;
-        if (model_forward(r->m, r->xb, B, 1, &L))
+        int rc;
+        if (r->gm) {
+            rc = gpu_model_train_step(r->gm, r->xb, B, (float)lr, &L);
+        } else if ((rc = model_forward(r->m, r->xb, B, 1, &L)) == 0) {
+            model_backward(r->m);
+            model_adamw(r->m, (float)lr);
+        }
+        if (rc)
             return v3_error("step %llu: %s; stopping (last good checkpoint kept in %s)", (unsigned long long)step,
                             v3_last_error(), r->ckdir);
-        model_backward(r->m);
-        model_adamw(r->m, (float)lr);
         step++;
         if (step % (uint64_t)c->log_every_n_steps == 0 || step == total) {
             fprintf(r->log, "{\"kind\":\"train\",\"step\":%llu,\"epoch\":%d,\"lr\":%.9e,", (unsigned long long)step,
@@ -335,6 +376,15 @@ int train_run(const TrainOpts *o) {
     } else if (access(latest, F_OK) == 0) {
         teardown(&r);
         return v3_error("%s: a run already exists here; pass --resume to continue it or choose another --out", latest);
+    }
+    if (r.use_cuda && o->resume) {
+        char ap[1300];
+        snprintf(ap, sizeof ap, "%s/conv_algos.txt", r.ckdir);
+        if (access(ap, F_OK) == 0 && cuda_conv_algos_load(ap)) { teardown(&r); return -1; }
+    }
+    if (r.use_cuda && !(r.gm = gpu_model_create(r.m, &dev_cuda, r.B, r.math))) {
+        teardown(&r);
+        return -1;
     }
     r.log = fopen(logp, o->resume ? "a" : "w");
     if (!r.log) { teardown(&r); return v3_error("%s: cannot open log: %s", logp, strerror(errno)); }

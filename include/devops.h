@@ -23,6 +23,7 @@ typedef struct DevOps {
     int (*d2h)(void *dst, const void *src, size_t bytes);
     int (*memset)(void *dst, int byte, size_t bytes);
     int (*sync)(void);
+    void (*reserve_scratch)(size_t bytes);
     /* elementwise and BatchNorm (semantics of ops.h) */
     void (*gelu_fwd)(size_t n, const float *x, float *y);
     void (*gelu_bwd)(size_t n, const float *x, const float *dy, float *dx);

@@ -1,4 +1,4 @@
-/* `v3 train`: the CPU training loop with validation, logging, best-k checkpoints and exact resume. */
+/* `v3 train`: the training loop (CPU, or the device model of gpu_model.h on a CUDA GPU) with validation, logging, best-k checkpoints and exact resume. */
 #ifndef V3_TRAIN_H
 #define V3_TRAIN_H
 #include <stdint.h>
@@ -10,6 +10,7 @@ typedef struct {
     long steps;             /* stop after this many total steps (<0: epochs * steps per epoch) */
     int resume;
     const char *device;     /* "auto", "cpu", "cuda" */
+    const char *math;       /* "fp32" (default), "tf32", "bf16": cuDNN/cuBLAS math on the CUDA path */
     const char *sets[64];   /* --set key=value overrides */
     int n_sets;
 } TrainOpts;
