@@ -8,7 +8,7 @@
  *   s=3: zs, G=nB groups of nn rows    (S_s^ss, only with supersample_content)
  * (without supersampling nn = n and nB = B).
  *
- * Launches (all on v3cu_stream(), 256 threads a block, no allocation after cuda_v3_create):
+ * Launches (all on v3cu_stream(); K1 512 threads a block, the others 256; no allocation after create):
  *   forward  K1 v3s_sample_kernel   blocks [0, 3B): one per (tensor, sample): every pair (i<j) by one warp
  *                                   (lanes stride the columns, double accumulation, butterfly warp sum), the
  *                                   inverse distance cached for the backward (0 where the distance is 0), the
@@ -29,6 +29,11 @@
  *                                   coef*U[group]/per, accumulated in double in v3_loss's order, then
  *                                   g[r,t] += (float)acc: exactly one read-modify-write per gradient element.
  *
+ * The forward already computes U (the group-mean gradient directions, independent of the hinge coefficients)
+ * so that the backward is a single elementwise-style launch; a forward-only (evaluation) call pays for it.
+ * The K2 tile (1, 2 or 4 groups a block) is chosen at create from the SM count; it changes only which warp
+ * computes a distance, never any summation order, so results do not depend on it (the tests check this).
+ *
  * Determinism: no atomics at all. Every sum has an order fixed by the shapes and the (constant) block size:
  * lane-strided partials + xor-butterfly warp sums (commutative pairwise adds: every lane gets the same bits),
  * per-warp partials added in warp order, shared-memory trees of fixed shape, and sequential loops. No value
@@ -46,8 +51,10 @@ extern "C" {
 #include "common.h"
 }
 
-#define V3S_THREADS 256
+#define V3S_THREADS 256               /* K2, K3, K4 */
 #define V3S_WARPS (V3S_THREADS / 32)
+#define V3S_K1_THREADS 512            /* K1: more warps for the few pairs of a small sample */
+#define V3S_K1_WARPS (V3S_K1_THREADS / 32)
 #define V3S_TILE_MAX 4                /* groups per K2 block; must be <= V3S_WARPS */
 #define V3S_SMEM_MAX (40 * 1024)      /* K2 dynamic shared memory used before falling back to global rows */
 #define V3S_NOUT 16                   /* the output block: 10 stats, 5 backward coefficients, 1 spare */
@@ -118,8 +125,8 @@ __device__ static double v3s_hinge(double r, double t, int *active) {
 
 /* ---- K1: within-sample distances and mpds; group means ---- */
 
-__global__ void __launch_bounds__(V3S_THREADS) v3s_sample_kernel(V3Args a) {
-    __shared__ double wpart[V3S_WARPS];
+__global__ void __launch_bounds__(V3S_K1_THREADS) v3s_sample_kernel(V3Args a) {
+    __shared__ double wpart[V3S_K1_WARPS];
     if ((int)blockIdx.x < a.within_blocks) { /* block-uniform branch: the __syncthreads below is safe */
         const int k = (int)blockIdx.x / a.B, b = (int)blockIdx.x % a.B;
         const int n = a.n, d = a.d[k], P = a.P;
@@ -127,7 +134,7 @@ __global__ void __launch_bounds__(V3S_THREADS) v3s_sample_kernel(V3Args a) {
         const float *X = a.X[k] + (size_t)b * n * d;
         double *inv = a.invw + ((size_t)k * a.B + b) * P;
         double wsum = 0.0; /* identical in every lane of the warp */
-        for (int p = warp; p < P; p += V3S_WARPS) { /* warp-uniform loop: all lanes reach the shuffles */
+        for (int p = warp; p < P; p += V3S_K1_WARPS) { /* warp-uniform loop: all lanes reach the shuffles */
             int i = 0, rem = p;
             while (rem >= n - 1 - i) {
                 rem -= n - 1 - i;
@@ -136,6 +143,7 @@ __global__ void __launch_bounds__(V3S_THREADS) v3s_sample_kernel(V3Args a) {
             const int j = i + 1 + rem;
             const float *xi = X + (size_t)i * d, *xj = X + (size_t)j * d;
             double s = 0.0;
+#pragma unroll 4
             for (int t = lane; t < d; t += 32) {
                 double v = (double)xi[t] - (double)xj[t];
                 s += v * v;
@@ -149,13 +157,13 @@ __global__ void __launch_bounds__(V3S_THREADS) v3s_sample_kernel(V3Args a) {
         __syncthreads();
         if (threadIdx.x == 0) {
             double sum = 0.0;
-            for (int w = 0; w < V3S_WARPS; w++) sum += wpart[w];
+            for (int w = 0; w < V3S_K1_WARPS; w++) sum += wpart[w];
             a.mpdw[(size_t)k * a.B + b] = 2.0 * sum / ((double)n * (n - 1));
         }
         return;
     }
     /* Group means: one thread per element (set s, group g, column t); no __syncthreads on this path. */
-    size_t e = (size_t)(blockIdx.x - a.within_blocks) * V3S_THREADS + threadIdx.x;
+    size_t e = (size_t)(blockIdx.x - a.within_blocks) * V3S_K1_THREADS + threadIdx.x;
     int s = 0;
     while (s < a.nsets && e >= (size_t)a.set[s].G * a.set[s].d) {
         e -= (size_t)a.set[s].G * a.set[s].d;
@@ -192,6 +200,7 @@ __global__ void __launch_bounds__(V3S_THREADS) v3s_between_kernel(V3Args a) {
         if (h != g) {
             const double *mg = M + (size_t)g * d, *mh = M + (size_t)h * d;
             double acc = 0.0;
+#pragma unroll 4
             for (int t = lane; t < d; t += 32) {
                 double v = mg[t] - mh[t];
                 acc += v * v;
@@ -223,6 +232,7 @@ __global__ void __launch_bounds__(V3S_THREADS) v3s_between_kernel(V3Args a) {
             mg[gi] = gi < ng ? M[(size_t)(g0 + gi) * d + t] : 0.0;
             u[gi] = 0.0;
         }
+#pragma unroll 2
         for (int h = 0; h < G; h++) {
             const double mh = M[(size_t)h * d + t];
 #pragma unroll
@@ -333,6 +343,7 @@ __global__ void __launch_bounds__(V3S_THREADS) v3s_backward_kernel(V3Args a, flo
             const float *X = a.X[k] + (size_t)b * n * d + t; /* column t of sample b */
             const double *inv = a.invw + ((size_t)k * a.B + b) * P;
             const double xi = (double)X[(size_t)i * d];
+#pragma unroll 4
             for (int j = 0; j < n; j++) {
                 if (j == i) continue;
                 const double iv = inv[j > i ? v3s_pair_index(i, j, n) : v3s_pair_index(j, i, n)];
@@ -367,7 +378,7 @@ extern "C" CudaV3 *cuda_v3_create(const V3LossCfg *cfg, int B, int n, int dc, in
         return NULL;
     }
     /* int limits of the index arithmetic: N = B*n, the pair count, the grids. */
-    if ((long long)B * n > INT_MAX / 4 || n > 46340 || dc > (1 << 24) || ds > (1 << 24)) {
+    if ((long long)B * n > INT_MAX / 4 || n > 4096 || dc > (1 << 24) || ds > (1 << 24)) {
         v3_error("cuda_v3_create: sizes too large (B=%d, n=%d, dc=%d, ds=%d)", B, n, dc, ds);
         return NULL;
     }
@@ -396,6 +407,12 @@ extern "C" CudaV3 *cuda_v3_create(const V3LossCfg *cfg, int B, int n, int dc, in
         mean_elems += (size_t)setG[s] * setD[s];
     }
     a->Gmax = Gmax;
+    const size_t k1 = 3 * (size_t)B + (mean_elems + V3S_K1_THREADS - 1) / V3S_K1_THREADS;
+    if (k1 > (size_t)INT_MAX) {
+        free(w);
+        v3_error("cuda_v3_create: sizes too large (B=%d, n=%d, dc=%d, ds=%d)", B, n, dc, ds);
+        return NULL;
+    }
 
     /* K2 tile: the largest of 1, 2, 4 that still gives >= 2 blocks per SM (bigger tiles read each mean row
      * once per tile instead of once per group; smaller ones spread small problems over more SMs). */
@@ -408,7 +425,7 @@ extern "C" CudaV3 *cuda_v3_create(const V3LossCfg *cfg, int B, int n, int dc, in
         for (int t = 2; t <= V3S_TILE_MAX; t *= 2) {
             long blocks = 0;
             for (int s = 0; s < a->nsets; s++) blocks += (setG[s] + t - 1) / t;
-            if (blocks >= 2L * sms) tile = t;
+            if (blocks >= 2L * sms && (size_t)t * Gmax * sizeof(double) <= V3S_SMEM_MAX) tile = t;
         }
     a->tile = tile;
     int k2 = 0;
@@ -453,7 +470,7 @@ extern "C" CudaV3 *cuda_v3_create(const V3LossCfg *cfg, int B, int n, int dc, in
     /* Statistics read before the first forward are NaN, not stale memory. */
     CUDA_CHECK(cudaMemsetAsync(a->out, 0xFF, V3S_NOUT * sizeof(double), v3cu_stream()));
 
-    w->k1_blocks = (unsigned)(3 * (size_t)B + (mean_elems + V3S_THREADS - 1) / V3S_THREADS);
+    w->k1_blocks = (unsigned)k1;
     const int dmax = dc > ds ? dc : ds;
     w->bwd_chunks = (unsigned)((dmax + V3S_THREADS - 1) / V3S_THREADS);
     return w;
@@ -476,7 +493,7 @@ static V3Args v3s_args(const CudaV3 *w, const float *zc, const float *q, const f
 extern "C" void cuda_v3_forward(CudaV3 *w, const float *zc, const float *q, const float *zs) {
     const V3Args a = v3s_args(w, zc, q, zs);
     cudaStream_t st = v3cu_stream();
-    v3s_sample_kernel<<<w->k1_blocks, V3S_THREADS, 0, st>>>(a);
+    v3s_sample_kernel<<<w->k1_blocks, V3S_K1_THREADS, 0, st>>>(a);
     CUDA_CHECK_LAUNCH();
     v3s_between_kernel<<<w->k2_blocks, V3S_THREADS, w->smem, st>>>(a);
     CUDA_CHECK_LAUNCH();
