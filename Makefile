@@ -72,12 +72,12 @@ test: v3 tests/run_tests
 	./tests/run_tests
 
 # The README's main command: a small real run on the CPU (synthetic data, configs/tiny.yaml), ending with the
-# validation metrics. About 2 minutes on 2 cores.
+# validation metrics. About 2 minutes on 2 cores. --device cpu: the CUDA path has not yet been run on a GPU.
 DEMO_STEPS ?= 400
 demo: v3
 	@[ -f data/synth/train.v3ds ] || ./v3 data synth --out data/synth --train 512 --val 64 --test 64
 	rm -rf runs/demo
-	./v3 train --config configs/tiny.yaml --out runs/demo --steps $(DEMO_STEPS)
+	./v3 train --config configs/tiny.yaml --out runs/demo --steps $(DEMO_STEPS) --device cpu
 
 test-gpu: tests/run_gpu_tests
 	./tests/run_gpu_tests

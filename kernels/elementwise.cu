@@ -115,29 +115,36 @@ __global__ void mse_partial_kernel(size_t n, const float *__restrict__ a, const 
     if (threadIdx.x == 0) part[blockIdx.x] = t;
 }
 
-/* Stage 2: one block sums the m partials in a fixed order. */
-__global__ void sum_partials_kernel(int m, const double *__restrict__ part, double *__restrict__ out) {
+/* Stage 2: one block sums the m partials in a fixed order and scales the sum (1/n: the mean). */
+__global__ void sum_partials_kernel(int m, const double *__restrict__ part, double scale, double *__restrict__ out) {
     __shared__ double sh[V3CU_BLOCK];
     double s = 0;
     for (int i = threadIdx.x; i < m; i += V3CU_BLOCK) s += part[i];
     double t = block_sum(s, sh);
-    if (threadIdx.x == 0) out[0] = t;
+    if (threadIdx.x == 0) out[0] = t * scale;
+}
+
+/* The mean into device memory, no synchronisation (the training step reads it with its other scalars). */
+extern "C" void cuda_mse_fwd_dev(size_t n, const float *a, const float *b, double *out) {
+    size_t g = (n + V3CU_BLOCK - 1) / V3CU_BLOCK;
+    int blocks = g > MSE_MAX_BLOCKS ? MSE_MAX_BLOCKS : (g ? (int)g : 1);
+    double *part = (double *)v3cu_scratch(MSE_MAX_BLOCKS * sizeof(double));
+    cudaStream_t s = v3cu_stream();
+    mse_partial_kernel<<<blocks, V3CU_BLOCK, 0, s>>>(n, a, b, part);
+    CUDA_CHECK_LAUNCH();
+    sum_partials_kernel<<<1, V3CU_BLOCK, 0, s>>>(blocks, part, n ? 1.0 / (double)n : NAN, out);
+    CUDA_CHECK_LAUNCH();
 }
 
 extern "C" double cuda_mse_fwd(size_t n, const float *a, const float *b) {
     if (!n) return NAN; /* mean of nothing, as the CPU reference (0/0) */
-    size_t g = (n + V3CU_BLOCK - 1) / V3CU_BLOCK;
-    int blocks = g > MSE_MAX_BLOCKS ? MSE_MAX_BLOCKS : (int)g;
-    double *part = (double *)v3cu_scratch((MSE_MAX_BLOCKS + 1) * sizeof(double));
+    double *res = (double *)v3cu_scratch((MSE_MAX_BLOCKS + 1) * sizeof(double)) + MSE_MAX_BLOCKS;
+    cuda_mse_fwd_dev(n, a, b, res);
+    double mean = 0;
     cudaStream_t s = v3cu_stream();
-    mse_partial_kernel<<<blocks, V3CU_BLOCK, 0, s>>>(n, a, b, part);
-    CUDA_CHECK_LAUNCH();
-    sum_partials_kernel<<<1, V3CU_BLOCK, 0, s>>>(blocks, part, part + MSE_MAX_BLOCKS);
-    CUDA_CHECK_LAUNCH();
-    double sum = 0;
-    CUDA_CHECK(cudaMemcpyAsync(&sum, part + MSE_MAX_BLOCKS, sizeof sum, cudaMemcpyDeviceToHost, s));
+    CUDA_CHECK(cudaMemcpyAsync(&mean, res, sizeof mean, cudaMemcpyDeviceToHost, s));
     CUDA_CHECK(cudaStreamSynchronize(s));
-    return sum / (double)n;
+    return mean;
 }
 
 __global__ void mse_bwd_kernel(size_t n, const float *__restrict__ a, const float *__restrict__ b, double k,

@@ -132,40 +132,6 @@ extern "C" void cuda_gelu_bwd_cols(int rows, int cols, const float *x, int ldx, 
     CUDA_CHECK_LAUNCH();
 }
 
-/* ---- MSE to device memory ---- */
-
-#define MSEDEV_MAX_BLOCKS 1024
-__global__ void msedev_partial_kernel(size_t n, const float *__restrict__ a, const float *__restrict__ b,
-                                      double *__restrict__ part) {
-    __shared__ double sh[V3CU_BLOCK];
-    double s = 0;
-    GRID_STRIDE(i, n) {
-        double d = (double)a[i] - b[i];
-        s += d * d;
-    }
-    double t = block_sum_d(s, sh);
-    if (threadIdx.x == 0) part[blockIdx.x] = t;
-}
-
-__global__ void msedev_final_kernel(int m, const double *__restrict__ part, double inv_n, double *__restrict__ out) {
-    __shared__ double sh[V3CU_BLOCK];
-    double s = 0;
-    for (int i = threadIdx.x; i < m; i += V3CU_BLOCK) s += part[i];
-    double t = block_sum_d(s, sh);
-    if (threadIdx.x == 0) out[0] = t * inv_n;
-}
-
-extern "C" void cuda_mse_fwd_dev(size_t n, const float *a, const float *b, double *out) {
-    size_t g = (n + V3CU_BLOCK - 1) / V3CU_BLOCK;
-    int blocks = g > MSEDEV_MAX_BLOCKS ? MSEDEV_MAX_BLOCKS : (g ? (int)g : 1);
-    double *part = (double *)v3cu_scratch(MSEDEV_MAX_BLOCKS * sizeof(double));
-    cudaStream_t s = v3cu_stream();
-    msedev_partial_kernel<<<blocks, V3CU_BLOCK, 0, s>>>(n, a, b, part);
-    CUDA_CHECK_LAUNCH();
-    msedev_final_kernel<<<1, V3CU_BLOCK, 0, s>>>(blocks, part, n ? 1.0 / (double)n : NAN, out);
-    CUDA_CHECK_LAUNCH();
-}
-
 /* ---- commitment gradient ---- */
 
 __global__ void axpy_diff_kernel(size_t n, double k, const float *__restrict__ a, const float *__restrict__ b,
