@@ -11,8 +11,31 @@ CFLAGS  += -std=c11 -Ibench -Wall -Wextra -Wno-unused-parameter -Wno-missing-fie
 LDLIBS  := -lyaml -lopenblas -lm -lpthread -fopenmp
 # STATIC_DEPS=1 links libyaml, OpenBLAS and libgomp statically, for a binary that runs on a machine without them
 # (the GPU machines have CUDA but no libyaml/OpenBLAS).
+# FFTW (single precision, the CPU STFT) and libpng (PhoneNums pages) are needed to train on the real datasets.
+LDLIBS  := -lfftw3f -lpng $(LDLIBS)
 ifeq ($(STATIC_DEPS),1)
-  LDLIBS := -Wl,-Bstatic -lyaml -lopenblas -lgomp -Wl,-Bdynamic -lm -lpthread -ldl
+  LDLIBS := -Wl,-Bstatic -lfftw3f -lpng16 -lz -lyaml -lopenblas -lgomp -Wl,-Bdynamic -lm -lpthread -ldl
+endif
+
+# Dataset generation only (v3 data insnotes / phonenums / export-wav): FluidSynth, FreeType, libsndfile.
+# Each is optional: without it the build succeeds and `v3 data` names the Debian package to install.
+# STATIC_DEPS=1 (the portable binary for GPU machines, which lack them) leaves all three out.
+PKG_CONFIG ?= pkg-config
+ifneq ($(STATIC_DEPS),1)
+  GEN_PKGS := $(foreach p,fluidsynth freetype2 sndfile,$(shell $(PKG_CONFIG) --exists $(p) 2>/dev/null && echo $(p)))
+endif
+ifneq ($(filter fluidsynth,$(GEN_PKGS)),)
+  CFLAGS += -DV3_HAVE_FLUIDSYNTH=1
+endif
+ifneq ($(filter freetype2,$(GEN_PKGS)),)
+  CFLAGS += -DV3_HAVE_FREETYPE=1
+endif
+ifneq ($(filter sndfile,$(GEN_PKGS)),)
+  CFLAGS += -DV3_HAVE_SNDFILE=1
+endif
+ifneq ($(GEN_PKGS),)
+  CFLAGS += $(shell $(PKG_CONFIG) --cflags-only-I $(GEN_PKGS))
+  LDLIBS += $(shell $(PKG_CONFIG) --libs $(GEN_PKGS))
 endif
 
 NVCCFLAGS ?= -O3 -std=c++17 -Iinclude \
@@ -46,6 +69,7 @@ all: banner v3 tests/run_tests
 banner:
 	@if [ "$(HAVE_CUDA)" = 1 ]; then echo "v3 build: nvcc found at $(NVCC): CUDA kernels for sm_80, sm_90 + compute_90 PTX"; \
 	 else echo "v3 build: nvcc not found: CPU-only build (./v3 reports that CUDA is unavailable)"; fi
+	@echo "v3 build: dataset generation libraries found: $(if $(GEN_PKGS),$(GEN_PKGS),none) (of fluidsynth freetype2 sndfile)"
 
 build/%.o: %.c $(wildcard include/*.h)
 	@mkdir -p $(dir $@)
@@ -92,6 +116,7 @@ clean:
 
 print-config:
 	@echo "CC=$(CC) NVCC=$(NVCC) CUDA_HOME=$(CUDA_HOME) HAVE_CUDA=$(HAVE_CUDA)"
+	@echo "GEN_PKGS=$(GEN_PKGS)"
 	@echo "CFLAGS=$(CFLAGS)"
 	@echo "LDLIBS=$(LDLIBS)"
 

@@ -1,0 +1,55 @@
+/* InsNotes (v3.md section 1): 12 General-MIDI instruments (styles) x 12 pitch classes C4..B4 (contents).
+ *
+ * On disk (DIR, a few tens of MB, portable to a machine without FluidSynth):
+ *   DIR/bank.v3nb    rendered notes, int16 mono 16 kHz, one clip per (program, pitch, velocity layer) with the
+ *                    release tail; format at the top of datasets/insnotes_bank.c
+ *   DIR/index.tsv    the seeded recipe: one line per file (= sample of the dataset): name, split token
+ *                    (include/splits.h), style, program, the file's seed (velocities and envelope are drawn
+ *                    from it) and the peak-normalisation gain; header lines give the format version, seed,
+ *                    soundfont and whether the set is OOD.
+ * A file is 120 note slots of 16896 samples (1.056 s = 33 hops): note k has MIDI pitch 60 + k % 12, starts at
+ * 16896 k, lasts 1 s, velocity U{80..120}; the signal is the sum of the notes' clips (velocity between layers
+ * by linear interpolation), times the authors' random piecewise envelope, times the stored peak gain (0.9 / peak).
+ * When loaded, a sample is n_frag consecutive slots from a random start (mod 120), each slot STFT'd to 512 x 32
+ * (n_fft 1024, hop 512, periodic Hann, centred with zero padding, log(|X| + 1e-5), Nyquist bin dropped), then
+ * the authors' FrequencyMasking(15) and 0 -> 1e-8. Content = slot % 12, style = instrument index. */
+#ifndef V3_INSNOTES_H
+#define V3_INSNOTES_H
+#include <stdint.h>
+
+#include "datasource.h"
+
+#define INSNOTES_SR 16000
+#define INSNOTES_SLOT 16896        /* samples per note slot: 1.056 s = 33 hops of 512 */
+#define INSNOTES_NOTES 120         /* note slots per file */
+#define INSNOTES_NOTE_LEN 16000    /* 1-s notes */
+#define INSNOTES_NFFT 1024
+#define INSNOTES_HOP 512
+#define INSNOTES_BINS 512          /* 513 bins, Nyquist dropped */
+#define INSNOTES_FRAMES 32         /* frames per fragment (the 33rd of a slot is discarded) */
+#define INSNOTES_FRAG_AUDIO 16896  /* audio samples one fragment's 32 centred frames read: 31 * 512 + 1024 */
+#define INSNOTES_N_PROGRAMS 12
+#define INSNOTES_N_OOD_PROGRAMS 4
+
+extern const int insnotes_programs[INSNOTES_N_PROGRAMS];         /* 0-based GM: 64, 19, 21, ... */
+extern const int insnotes_ood_programs[INSNOTES_N_OOD_PROGRAMS]; /* 0, 4, 73, 78 */
+
+typedef struct {
+    const char *soundfont;     /* NULL: /usr/share/sounds/sf2/FluidR3_GM.sf2 (Debian fluid-soundfont-gm) */
+    int files_per_instrument;  /* 100 (the authors'); mini: 4 */
+    int ood;                   /* the 4 OOD programs instead of the 12 training ones */
+    uint64_t seed;
+    int velocity_layers;       /* rendered velocities spread over 80..120: 3 -> 80, 100, 120; 1 -> 100 */
+    int clip_len;              /* samples per rendered clip: the 1-s note plus its release tail (24000) */
+} InsnotesParams;
+
+void insnotes_defaults(InsnotesParams *p);
+/* Render the bank with FluidSynth and write DIR/bank.v3nb and DIR/index.tsv (DIR created). Progress on stderr.
+ * Without FluidSynth at build time: -1 and "install libfluidsynth-dev ..." in v3_last_error(). */
+int insnotes_generate(const char *dir, const InsnotesParams *p);
+
+/* Write audio of file `sample` of `split` as WAV or FLAC (by the extension of out_path) via libsndfile:
+ * n_slots slots from start_slot (n_slots = 120, start 0: the whole file). */
+int insnotes_export_audio(const char *dir, const char *split, uint64_t sample, int start_slot, int n_slots,
+                          const char *out_path);
+#endif
