@@ -26,13 +26,28 @@ static void data_usage(FILE *f) {
             "                size >= 8, train >= 2, val >= 2, test >= 1, noise in [0, 1]\n"
             "  v3 data info FILE.v3ds\n"
             "      validate a dataset file and print its header fields and label histograms\n"
-            "  v3 data insnotes|phonenums\n"
-            "      not implemented yet in this build (planned: FluidSynth/FreeType generators)\n"
+            "  v3 data insnotes --out DIR [--soundfont FILE] [--files-per-instrument N] [--velocity-layers N]\n"
+            "                   [--ood] [--seed S] [--mini]\n"
+            "      InsNotes: 12 GM instruments (styles) x 12 pitch classes C4..B4 (contents), rendered with FluidSynth\n"
+            "      into a note bank (DIR/bank.v3nb) plus a seeded recipe (DIR/index.tsv); samples are assembled and\n"
+            "      STFT'd (512 x 32 per note) when loaded. --ood: the 4 OOD instruments, splits 1_shot/5_shot/10_shot/test.\n"
+            "      defaults: --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 (Debian fluid-soundfont-gm)\n"
+            "                --files-per-instrument 100 --velocity-layers 3 --seed 1; --mini: 4 files, 1 layer\n"
+            "  v3 data phonenums --out DIR [--font FILE] [--pages N] [--ood] [--seed S] [--mini]\n"
+            "      PhoneNums: pages of the 10 digits in one of 8 colours, rendered with FreeType, blurred and noised;\n"
+            "      DIR/pages/*.png plus DIR/index.tsv. --ood: the 8 OOD colours, splits 1_shot/5_shot/10_shot/test.\n"
+            "      defaults: --font /usr/share/fonts/opentype/comic-neue/ComicNeue-Bold.otf (Debian fonts-comic-neue)\n"
+            "                --pages 1000 --seed 1; --mini: 80 pages\n"
+            "      splits of both: 80/10/10 by file (train/val/test), seeded\n"
+            "  v3 data export-wav --data DIR --out FILE.wav|FILE.flac [--split test] [--sample I] [--start-slot S]\n"
+            "                     [--slots N | --full]\n"
+            "      write an InsNotes file's audio (default: 12 slots from slot 0 of test sample 0) to listen to\n"
+            "  v3 data info DIR\n"
+            "      open every split of a dataset directory and print its shape and size\n"
             "exit codes: 0 ok, 1 error, 2 usage error\n");
 }
 
-static int usage_err(const char *fmt, ...) V3_PRINTF(1, 2);
-static int usage_err(const char *fmt, ...) {
+int data_usage_err(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "v3 data: ");
@@ -42,13 +57,13 @@ static int usage_err(const char *fmt, ...) {
     return 2;
 }
 
-static int fail(void) {
+int data_fail(void) {
     fprintf(stderr, "v3: error: %s\n", v3_last_error());
     return 1;
 }
 
 /* Strict integer / float parsing: the whole argument must be a number in range. */
-static int parse_int(const char *flag, const char *s, int *out) {
+int data_parse_int(const char *flag, const char *s, int *out) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -60,7 +75,7 @@ static int parse_int(const char *flag, const char *s, int *out) {
     return 0;
 }
 
-static int parse_u64(const char *flag, const char *s, uint64_t *out) {
+int data_parse_u64(const char *flag, const char *s, uint64_t *out) {
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
@@ -72,7 +87,7 @@ static int parse_u64(const char *flag, const char *s, uint64_t *out) {
     return 0;
 }
 
-static int parse_float(const char *flag, const char *s, float *out) {
+int data_parse_float(const char *flag, const char *s, float *out) {
     char *end;
     errno = 0;
     float v = strtof(s, &end);
@@ -88,16 +103,16 @@ static int parse_float(const char *flag, const char *s, float *out) {
 static int synth_option(SynthParams *p, const char **out, const char *a, const char *v) {
     int size;
     if (!strcmp(a, "--out")) { *out = v; return 0; }
-    if (!strcmp(a, "--seed")) return parse_u64(a, v, &p->seed);
-    if (!strcmp(a, "--train")) return parse_int(a, v, &p->n_train);
-    if (!strcmp(a, "--val")) return parse_int(a, v, &p->n_val);
-    if (!strcmp(a, "--test")) return parse_int(a, v, &p->n_test);
-    if (!strcmp(a, "--frags")) return parse_int(a, v, &p->n_frag);
-    if (!strcmp(a, "--contents")) return parse_int(a, v, &p->n_content);
-    if (!strcmp(a, "--styles")) return parse_int(a, v, &p->n_style);
-    if (!strcmp(a, "--noise")) return parse_float(a, v, &p->noise);
+    if (!strcmp(a, "--seed")) return data_parse_u64(a, v, &p->seed);
+    if (!strcmp(a, "--train")) return data_parse_int(a, v, &p->n_train);
+    if (!strcmp(a, "--val")) return data_parse_int(a, v, &p->n_val);
+    if (!strcmp(a, "--test")) return data_parse_int(a, v, &p->n_test);
+    if (!strcmp(a, "--frags")) return data_parse_int(a, v, &p->n_frag);
+    if (!strcmp(a, "--contents")) return data_parse_int(a, v, &p->n_content);
+    if (!strcmp(a, "--styles")) return data_parse_int(a, v, &p->n_style);
+    if (!strcmp(a, "--noise")) return data_parse_float(a, v, &p->noise);
     if (!strcmp(a, "--size")) {
-        if (parse_int(a, v, &size)) return -1;
+        if (data_parse_int(a, v, &size)) return -1;
         p->H = p->W = size;
         return 0;
     }
@@ -132,15 +147,15 @@ static int cmd_synth(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { data_usage(stdout); return 0; }
         if (!is_valued_synth_flag(a))
-            return usage_err(a[0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'", a);
-        if (i + 1 >= argc) return usage_err("option '%s' needs a value", a);
+            return data_usage_err(a[0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'", a);
+        if (i + 1 >= argc) return data_usage_err("option '%s' needs a value", a);
         if (synth_option(&p, &out, a, argv[++i])) return 2;
     }
-    if (!out) return usage_err("synth: missing required option '%s'", "--out DIR");
-    if (synth_generate(out, &p)) return fail();
+    if (!out) return data_usage_err("synth: missing required option '%s'", "--out DIR");
+    if (synth_generate(out, &p)) return data_fail();
     const char *splits[] = {"train", "val", "test"};
     for (int k = 0; k < 3; k++)
-        if (report_split(out, splits[k])) return fail();
+        if (report_split(out, splits[k])) return data_fail();
     return 0;
 }
 
@@ -180,13 +195,15 @@ static int cmd_info_file(int argc, char **argv) {
     const char *path = NULL;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { data_usage(stdout); return 0; }
-        if (argv[i][0] == '-') return usage_err("unknown option '%s'", argv[i]);
-        if (path) return usage_err("info takes one file, got an extra argument '%s'", argv[i]);
+        if (argv[i][0] == '-') return data_usage_err("unknown option '%s'", argv[i]);
+        if (path) return data_usage_err("info takes one file, got an extra argument '%s'", argv[i]);
         path = argv[i];
     }
-    if (!path) return usage_err("info: missing %s", "FILE.v3ds");
+    if (!path) return data_usage_err("info: missing %s", "FILE.v3ds or DIR");
+    struct stat st;
+    if (!stat(path, &st) && S_ISDIR(st.st_mode)) return cmd_data_info_dir(path);
     Dataset d;
-    if (dataset_load(path, &d)) return fail();
+    if (dataset_load(path, &d)) return data_fail();
     print_info(&d);
     dataset_free(&d);
     return 0;
@@ -204,11 +221,11 @@ int cmd_data(int argc, char **argv) {
     }
     if (!strcmp(kind, "synth")) return cmd_synth(argc, argv);
     if (!strcmp(kind, "info")) return cmd_info_file(argc, argv);
-    if (!strcmp(kind, "insnotes") || !strcmp(kind, "phonenums")) {
-        fprintf(stderr,
-                "v3 data: '%s' is not implemented yet in this build (planned: FluidSynth/FreeType generators)\n",
-                kind);
-        return 2;
+    if (!strcmp(kind, "insnotes") || !strcmp(kind, "phonenums") || !strcmp(kind, "export-wav")) {
+        for (int i = 2; i < argc; i++)
+            if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { data_usage(stdout); return 0; }
+        return !strcmp(kind, "insnotes") ? cmd_data_insnotes(argc, argv)
+             : !strcmp(kind, "phonenums") ? cmd_data_phonenums(argc, argv) : cmd_data_export_wav(argc, argv);
     }
-    return usage_err("unknown dataset kind '%s'", kind);
+    return data_usage_err("unknown dataset kind '%s'", kind);
 }

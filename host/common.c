@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-static char g_err[1024];
+static _Thread_local char g_err[1024]; /* per thread: the loader thread reports its own errors */
 int v3_verbose = 1;
 
 int v3_error(const char *fmt, ...) {

@@ -37,6 +37,7 @@ struct GpuModel {
     float *p, *g, *am, *av, *buf, *embed, *embed_avg, *cluster_size;
     /* activations */
     DStage *enc, *dec;
+    const float *xin;                       /* the last forward's input: x_in or the loader's device buffer */
     float *x_in, *h, *hg, *hc, *hs, *zc, *zs, *q, *dcp, *dsp, *cat, *p0, *p0g, *gzc, *gzs, *tmp_c, *tmp_s;
     float *pool[4];
     int *ind;
@@ -420,7 +421,8 @@ static int vq_step(GpuModel *g, int N, VqMode mode) {
 
 /* ---- whole model ---- */
 
-static int enqueue_forward(GpuModel *g, const float *x, int B, int bn_train, VqMode vq_mode) {
+/* x is host memory, or (x_dev) a device buffer the loader thread already filled: it is then read in place. */
+static int enqueue_forward(GpuModel *g, const float *x, int x_dev, int B, int bn_train, VqMode vq_mode) {
     const DevOps *o = g->ops;
     Model *m = g->m;
     int n = m->cfg.n_fragments, N = B * n, dc = m->dc, ds = m->ds, dz = dc + ds;
@@ -432,8 +434,10 @@ static int enqueue_forward(GpuModel *g, const float *x, int B, int bn_train, VqM
     g->cur = ps;
     g->N = N;
     g->B = B;
-    if (o->h2d(g->x_in, x, sizeof(float) * frag * N)) return -1;
-    const float *cur = g->x_in;
+    if (x_dev) g->xin = x;
+    else if (o->h2d(g->x_in, x, sizeof(float) * frag * N)) return -1;
+    else g->xin = g->x_in;
+    const float *cur = g->xin;
     for (int i = 0; i < m->n_enc; i++) {
         stage_fwd(g, &m->enc[i], &g->enc[i], &ps->enc[i], N, cur, bn_train);
         cur = g->enc[i].y;
@@ -458,7 +462,7 @@ static int enqueue_forward(GpuModel *g, const float *x, int B, int bn_train, VqM
         stage_fwd(g, &m->dec[i], &g->dec[i], &ps->dec[i], N, cur, bn_train);
         cur = g->dec[i].y;
     }
-    o->mse_fwd_dev(frag * N, cur, g->x_in, &g->scal[0]);
+    o->mse_fwd_dev(frag * N, cur, g->xin, &g->scal[0]);
     o->v3_forward(ps->v3, g->zc, g->q, g->zs);
     g->last_train = bn_train;
     g->last_mode = vq_mode;
@@ -502,7 +506,7 @@ static int read_loss(GpuModel *g, LossTerms *out) {
 }
 
 int gpu_model_forward_mode(GpuModel *g, const float *x, int B, int bn_train, VqMode vq_mode, LossTerms *out) {
-    if (enqueue_forward(g, x, B, bn_train, vq_mode)) return -1;
+    if (enqueue_forward(g, x, 0, B, bn_train, vq_mode)) return -1;
     return read_loss(g, out);
 }
 
@@ -522,7 +526,7 @@ void gpu_model_backward(GpuModel *g) {
     /* reconstruction */
     const float *xhat = m->n_dec ? g->dec[m->n_dec - 1].y : g->p0g;
     float *D = pool[0], *O = pool[1];
-    o->mse_bwd(frag * N, xhat, g->x_in, (float)m->cfg.w_recon, D);
+    o->mse_bwd(frag * N, xhat, g->xin, (float)m->cfg.w_recon, D);
     for (int i = m->n_dec - 1; i >= 0; i--) {
         stage_bwd(g, &m->dec[i], &g->dec[i], &ps->dec[i], N, D, O, pool[2], pool[3]);
         float *t = D; D = O; O = t;
@@ -545,7 +549,7 @@ void gpu_model_backward(GpuModel *g) {
     o->copy_cols(N, dc, g->tmp_s, dc, g->tmp_c, dz);
     o->copy_cols(N, ds, g->tmp_s + (size_t)N * dc, ds, g->tmp_c + dc, dz);
     o->gelu_bwd((size_t)N * dz, g->h, g->tmp_c, g->tmp_c);
-    const float *enc_out = m->n_enc ? g->enc[m->n_enc - 1].y : g->x_in;
+    const float *enc_out = m->n_enc ? g->enc[m->n_enc - 1].y : g->xin;
     D = pool[0];
     O = pool[1];
     o->linear_bwd(N, m->flat, dz, enc_out, P(g, m->lin1_w), g->tmp_c, D, GR(g, m->lin1_w), GR(g, m->lin1_b));
@@ -563,11 +567,19 @@ void gpu_model_adamw(GpuModel *g, float lr) {
                   (float)c->weight_decay, m->adam_t);
 }
 
-int gpu_model_train_step(GpuModel *g, const float *x, int B, float lr, LossTerms *out) {
-    if (enqueue_forward(g, x, B, 1, VQ_TRAIN)) return -1;
+static int train_step(GpuModel *g, const float *x, int x_dev, int B, float lr, LossTerms *out) {
+    if (enqueue_forward(g, x, x_dev, B, 1, VQ_TRAIN)) return -1;
     gpu_model_backward(g);
     gpu_model_adamw(g, lr);
     return read_loss(g, out);
+}
+
+int gpu_model_train_step(GpuModel *g, const float *x, int B, float lr, LossTerms *out) {
+    return train_step(g, x, 0, B, lr, out);
+}
+
+int gpu_model_train_step_dev(GpuModel *g, const float *x_dev, int B, float lr, LossTerms *out) {
+    return train_step(g, x_dev, 1, B, lr, out);
 }
 
 const int *gpu_model_indices(GpuModel *g) {

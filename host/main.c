@@ -21,7 +21,8 @@ static void usage(FILE *f) {
             "          [--math fp32|tf32|bf16] [--set section.key=value ...] [--quiet]\n"
             "                                                        train V3 (GPU when present; default math fp32)\n"
             "  info    --config FILE [--set ...]                     architecture and parameter counts\n"
-            "  data    synth|info ...                                make or inspect datasets (v3 data --help)\n"
+            "  data    insnotes|phonenums|synth|export-wav|info ...  make or inspect datasets (v3 data --help)\n"
+            "  bench   loader --data DIR [--data DIR ...]            batches/s of each dataset's loading path\n"
             "  device                                                report the CUDA device, if any\n"
             "exit codes: 0 ok, 1 error, 2 usage error, 130 interrupted (checkpoint saved)\n");
 }
@@ -69,6 +70,8 @@ static int cmd_train(int argc, char **argv) {
     return rc == 1 ? 130 : 0;
 }
 
+int cmd_bench(int argc, char **argv); /* host/bench_loader.c */
+
 static int cmd_info(int argc, char **argv) {
     const char *path = NULL, *sets[64];
     int ns = 0;
@@ -110,5 +113,6 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "data")) return cmd_data(argc - 1, argv + 1);
     if (!strcmp(cmd, "device")) return cmd_device();
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     return usage_error("", "unknown command", cmd);
 }

@@ -17,7 +17,8 @@
 #include "common.h"
 #include "config.h"
 #include "cuda_backend.h"
-#include "dataset.h"
+#include "datasource.h"
+#include "loader.h"
 #include "devops.h"
 #include "gpu_model.h"
 #include "model.h"
@@ -39,14 +40,14 @@ static int mkdir_p(const char *path) {
 }
 
 /* The model's expectations of a dataset, checked before step 0. */
-static int check_dataset(const Dataset *d, const Model *m) {
+static int check_dataset(const DataSource *d, const Model *m) {
     const ArchSpec *a = &m->arch;
     if ((int)d->n_frag != m->cfg.n_fragments || (int)d->C != a->C || (int)d->H != a->H || (int)d->W != a->W)
-        return v3_error("%s: dataset fragments are %u x [%u, %u, %u] but the config's model expects %d x [%d, %d, %d] "
-                        "(model_config.n_fragments x [in_channels, n_feature, fragment_len])",
-                        d->path, d->n_frag, d->C, d->H, d->W, m->cfg.n_fragments, a->C, a->H, a->W);
-    if (d->n_samples < 2) return v3_error("%s: dataset has %llu samples; at least 2 are needed", d->path,
-                                          (unsigned long long)d->n_samples);
+        return v3_error("%s (%s split): dataset fragments are %u x [%u, %u, %u] but the config's model expects "
+                        "%d x [%d, %d, %d] (model_config.n_fragments x [in_channels, n_feature, fragment_len])",
+                        d->dir, d->split, d->n_frag, d->C, d->H, d->W, m->cfg.n_fragments, a->C, a->H, a->W);
+    if (d->n_samples < 2) return v3_error("%s (%s split): dataset has %llu samples; at least 2 are needed", d->dir,
+                                          d->split, (unsigned long long)d->n_samples);
     return 0;
 }
 
@@ -74,30 +75,14 @@ typedef struct {
     GpuModel *gm;        /* the device model when training on CUDA (else NULL) */
     int use_cuda;
     V3Math math;
-    Dataset train, val;
+    DataSource train, val;
+    Loader *ld;          /* streams training batches (loader thread) */
     int B, spe;          /* batch size, steps per epoch */
     uint64_t seed;
-    int *perm;
-    int perm_epoch;
-    float *xb;
-    int32_t *cb, *sb;
+    float *xb;           /* validation batch */
     FILE *log;
     char dir[1024], ckdir[1100];
 } Run;
-
-/* Batch `pos` of epoch `epoch`: indices from that epoch's permutation. Returns the batch size. */
-static int load_batch(Run *r, int epoch, int pos) {
-    if (r->perm_epoch != epoch) {
-        Rng e;
-        rng_seed(&e, rng_derive_seed(r->seed, 0x5eed0000ull + (uint64_t)epoch));
-        rng_permutation(&e, (int)r->train.n_samples, r->perm);
-        r->perm_epoch = epoch;
-    }
-    int start = pos * r->B, n = (int)r->train.n_samples - start;
-    if (n > r->B) n = r->B;
-    dataset_gather(&r->train, r->perm + start, n, r->xb, r->cb, r->sb);
-    return n;
-}
 
 /* "atoms":[[n(class 0), n(class 1), ...], ...]: the atom-by-content confusion counts of a validation pass. */
 static void log_atoms(FILE *f, const int *ind, const int32_t *content, int N, int K, int C) {
@@ -116,21 +101,20 @@ static void log_atoms(FILE *f, const int *ind, const int32_t *content, int N, in
 
 /* Validation in eval mode over the whole val split; returns mean total loss, fills purity. */
 static int validate(Run *r, double *val_loss, double *purity, LossTerms *mean) {
-    Dataset *v = &r->val;
+    DataSource *v = &r->val;
     int nb = (int)((v->n_samples + r->B - 1) / r->B), frags = r->m->cfg.n_fragments;
     int *all_ind = xmalloc(sizeof(int) * v->n_samples * frags);
-    int *idx = xmalloc(sizeof(int) * r->B);
+    int32_t *all_content = xmalloc(sizeof(int32_t) * v->n_samples * frags);
     double tot = 0, w = 0;
     memset(mean, 0, sizeof *mean);
     for (int b = 0; b < nb; b++) {
         int start = b * r->B, n = (int)v->n_samples - start;
         if (n > r->B) n = r->B;
         if (n < 2) break; /* sample-level statistics need two samples */
-        for (int i = 0; i < n; i++) idx[i] = start + i;
-        dataset_gather(v, idx, n, r->xb, NULL, NULL);
         LossTerms L;
-        int rc = r->gm ? gpu_model_forward(r->gm, r->xb, n, 0, &L) : model_forward(r->m, r->xb, n, 0, &L);
-        if (rc) { free(all_ind); free(idx); return -1; }
+        int rc = loader_eval_batch(v, r->seed, (uint64_t)start, n, r->xb, all_content + (size_t)start * frags, NULL);
+        if (!rc) rc = r->gm ? gpu_model_forward(r->gm, r->xb, n, 0, &L) : model_forward(r->m, r->xb, n, 0, &L);
+        if (rc) { free(all_ind); free(all_content); return -1; }
         memcpy(all_ind + (size_t)start * frags, r->gm ? gpu_model_indices(r->gm) : r->m->ind, sizeof(int) * n * frags);
         tot += L.total * n;
         w += n;
@@ -140,11 +124,11 @@ static int validate(Run *r, double *val_loss, double *purity, LossTerms *mean) {
     double *acc = &mean->total;
     for (size_t k = 0; k < sizeof(LossTerms) / sizeof(double); k++) acc[k] /= w;
     int counted = (int)w * frags;
-    *purity = codebook_purity(all_ind, v->content, counted, r->m->vq.K, (int)v->n_content);
-    log_atoms(r->log, all_ind, v->content, counted, r->m->vq.K, (int)v->n_content);
+    *purity = codebook_purity(all_ind, all_content, counted, r->m->vq.K, (int)v->n_content);
+    log_atoms(r->log, all_ind, all_content, counted, r->m->vq.K, (int)v->n_content);
     *val_loss = tot / w;
     free(all_ind);
-    free(idx);
+    free(all_content);
     return 0;
 }
 
@@ -249,8 +233,13 @@ static int setup(Run *r, const TrainOpts *o, Config *c) {
     if (resolve_device(r, o->device)) return -1;
     if (r->math != V3_MATH_FP32 && !r->use_cuda)
         return v3_error("--math %s needs a CUDA GPU; none is usable here", v3_math_name(r->math));
-    if (dataset_load_split(c->data_dir, "train", &r->train) || dataset_load_split(c->data_dir, "val", &r->val))
+    double t_open = now_seconds();
+    if (datasource_open(c->data_dir, "train", c->n_fragments, &r->train) ||
+        datasource_open(c->data_dir, "val", c->n_fragments, &r->val))
         return -1;
+    r->train.use_gpu = r->val.use_gpu = r->use_cuda;
+    v3_log("v3: data: %s; train %llu, val %llu samples (opened in %.1f s)\n", r->train.desc,
+           (unsigned long long)r->train.n_samples, (unsigned long long)r->val.n_samples, now_seconds() - t_open);
     r->m = model_build(c, r->seed);
     if (!r->m) return -1;
     if (check_dataset(&r->train, r->m) || check_dataset(&r->val, r->m)) return -1;
@@ -260,12 +249,8 @@ static int setup(Run *r, const TrainOpts *o, Config *c) {
         r->spe--;
         v3_log("v3: note: dropping the last batch of each epoch (1 sample: sample-level statistics need 2)\n");
     }
-    r->perm = xmalloc(sizeof(int) * r->train.n_samples);
-    r->perm_epoch = -1;
-    size_t se = dataset_sample_elems(&r->train);
+    size_t se = datasource_sample_elems(&r->train);
     r->xb = falloc(se * r->B);
-    r->cb = xmalloc(sizeof(int32_t) * r->B * r->train.n_frag);
-    r->sb = xmalloc(sizeof(int32_t) * r->B * r->train.n_frag);
     snprintf(r->dir, sizeof r->dir, "%s", o->out_dir);
     snprintf(r->ckdir, sizeof r->ckdir, "%s/checkpoints", o->out_dir);
     return mkdir_p(r->ckdir);
@@ -275,12 +260,10 @@ static void teardown(Run *r) {
     if (r->log) fclose(r->log);
     gpu_model_free(r->gm);
     model_free(r->m);
-    dataset_free(&r->train);
-    dataset_free(&r->val);
-    free(r->perm);
+    loader_free(r->ld);
+    datasource_close(&r->train);
+    datasource_close(&r->val);
     ffree(r->xb);
-    free(r->cb);
-    free(r->sb);
 }
 
 static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
@@ -288,15 +271,19 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
     uint64_t total = o->steps >= 0 ? (uint64_t)o->steps : (uint64_t)c->epochs * r->spe;
     double t0 = now_seconds(), last_val = NAN, last_purity = NAN;
     uint64_t step0 = step;
+    LoaderOpts lo = {&r->train, r->B, r->spe, r->seed, r->use_cuda};
+    if (step < total && (!(r->ld = loader_create(&lo)) || loader_start(r->ld, step, total))) return -1;
     while (step < total && !g_stop) {
-        int epoch = (int)(step / r->spe), pos = (int)(step % r->spe);
-        int B = load_batch(r, epoch, pos);
+        int epoch = (int)(step / r->spe);
+        const Batch *bt = loader_next(r->ld);
+        if (!bt) return v3_error("step %llu: %s", (unsigned long long)step, v3_last_error());
+        int B = bt->B;
         double lr = c->lr * config_lr_factor(c, epoch);
         LossTerms L;
         int rc;
         if (r->gm) {
-            rc = gpu_model_train_step(r->gm, r->xb, B, (float)lr, &L);
-        } else if ((rc = model_forward(r->m, r->xb, B, 1, &L)) == 0) {
+            rc = gpu_model_train_step_dev(r->gm, bt->x_dev, B, (float)lr, &L);
+        } else if ((rc = model_forward(r->m, bt->x, B, 1, &L)) == 0) {
             model_backward(r->m);
             model_adamw(r->m, (float)lr);
         }
@@ -343,6 +330,14 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
         v3_log("v3: interrupted by signal %d at step %llu; checkpoint saved in %s (continue with --resume)\n",
                (int)g_stop, (unsigned long long)step, r->ckdir);
         return 1;
+    }
+    if (r->ld) {
+        double wait, prod;
+        uint64_t nb;
+        loader_times(r->ld, &wait, &prod, &nb);
+        double el = now_seconds() - t0;
+        v3_log("v3: data: %llu batches loaded in %.1f s of loader-thread time; the trainer waited %.1f s of %.1f s "
+               "(%.1f%%)\n", (unsigned long long)nb, prod, wait, el, el > 0 ? 100 * wait / el : 0);
     }
     v3_log("v3: done at step %llu; checkpoints in %s, log in %s/log.jsonl\n", (unsigned long long)step, r->ckdir,
            r->dir);

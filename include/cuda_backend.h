@@ -41,6 +41,16 @@ int cuda_h2d(void *dst, const void *src, size_t bytes);
 int cuda_d2h(void *dst, const void *src, size_t bytes);
 int cuda_memset(void *dst, int byte, size_t bytes);
 int cuda_sync(void);
+/* Data streaming (host/loader.c). cuda_host_alloc: pinned host memory (NULL with a v3_error on failure).
+ * cuda_thread_bind: select cuda_init's device in the calling thread (the current device is per thread).
+ * A copy stream uploads batches beside the backend stream; cuda_copy_stream_h2d waits for that stream only. */
+void *cuda_host_alloc(size_t bytes);
+void cuda_host_free(void *p);
+int cuda_thread_bind(void);
+typedef struct CudaCopyStream CudaCopyStream;
+CudaCopyStream *cuda_copy_stream_create(void);
+void cuda_copy_stream_destroy(CudaCopyStream *c);
+int cuda_copy_stream_h2d(CudaCopyStream *c, void *dst, const void *src, size_t bytes);
 /* Grows the backend's shared reduction scratch to at least `bytes` now (BatchNorm, bias gradients, MSE use it),
  * so that no step allocates device memory. */
 void cuda_scratch_reserve(size_t bytes);

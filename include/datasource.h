@@ -35,6 +35,7 @@ static inline uint64_t datasource_sample_elems(const DataSource *d) {
 
 /* Open split `split` of the dataset in dir. n_frag: fragments per sample wanted by the model (InsNotes and
  * PhoneNums cut that many consecutive fragments from a random start; v3ds files must hold exactly n_frag).
+ * n_frag <= 0 takes the kind's default: 12 for InsNotes, 10 for PhoneNums, the stored count for v3ds.
  * On failure: -1 and a one-line v3_last_error() naming the file and the expectation. */
 int datasource_open(const char *dir, const char *split, int n_frag, DataSource *ds);
 void datasource_close(DataSource *ds);

@@ -31,6 +31,9 @@ void gpu_model_adamw(GpuModel *g, float lr);
 /* One training step: forward (train mode), backward, AdamW, with one synchronisation at the end to read the
  * loss terms. Returns -1 with a v3_error (listing every term) if the loss is not finite. */
 int gpu_model_train_step(GpuModel *g, const float *x, int B, float lr, LossTerms *out);
+/* The same step reading its input from device memory (the loader's buffer, filled on its copy stream and
+ * complete before this call); the buffer must stay untouched until the step returns. */
+int gpu_model_train_step_dev(GpuModel *g, const float *x_dev, int B, float lr, LossTerms *out);
 
 /* Codeword indices of the last forward (host copy, B * n_fragments entries). */
 const int *gpu_model_indices(GpuModel *g);

@@ -205,3 +205,58 @@ extern "C" double cuda_timer_stop_ms(CudaTimer *t) {
     CUDA_CHECK(cudaEventElapsedTime(&ms, t->a, t->b));
     return ms;
 }
+
+/* ---- data streaming: pinned host buffers and a copy stream used by the loader thread ---- */
+
+extern "C" void *cuda_host_alloc(size_t bytes) {
+    void *p = NULL;
+    cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        v3_error("cannot allocate %zu bytes of pinned host memory: %s", bytes, cudaGetErrorString(e));
+        return NULL;
+    }
+    return p;
+}
+
+extern "C" void cuda_host_free(void *p) {
+    if (p) CUDA_CHECK(cudaFreeHost(p));
+}
+
+/* The current device is per host thread: a loader thread must select the trainer's device before any call. */
+extern "C" int cuda_thread_bind(void) {
+    if (g_device < 0) return v3_error("cuda_thread_bind: cuda_init has not selected a device");
+    cudaError_t e = cudaSetDevice(g_device);
+    if (e != cudaSuccess) return v3_error("CUDA device %d: cannot select it in this thread: %s", g_device,
+                                          cudaGetErrorString(e));
+    return 0;
+}
+
+struct CudaCopyStream { cudaStream_t s; };
+
+extern "C" CudaCopyStream *cuda_copy_stream_create(void) {
+    CudaCopyStream *c = (CudaCopyStream *)calloc(1, sizeof *c);
+    cudaError_t e = c ? cudaStreamCreateWithFlags(&c->s, cudaStreamNonBlocking) : cudaErrorMemoryAllocation;
+    if (e != cudaSuccess) {
+        free(c);
+        v3_error("cannot create a CUDA copy stream: %s", cudaGetErrorString(e));
+        return NULL;
+    }
+    return c;
+}
+
+extern "C" void cuda_copy_stream_destroy(CudaCopyStream *c) {
+    if (!c) return;
+    CUDA_CHECK(cudaStreamDestroy(c->s));
+    free(c);
+}
+
+/* Copies on the copy stream and waits for that stream only: the backend stream keeps running the step. */
+extern "C" int cuda_copy_stream_h2d(CudaCopyStream *c, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return 0;
+    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->s);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->s);
+    if (e != cudaSuccess) return v3_error("CUDA host-to-device copy of %zu bytes (loader) failed: %s", bytes,
+                                          cudaGetErrorString(e));
+    return 0;
+}

@@ -149,3 +149,22 @@ const double *cuda_v3_stats_dev(const CudaV3 *w) {
     UNREACHABLE("cuda_v3_stats_dev");
     return NULL;
 }
+
+void *cuda_host_alloc(size_t bytes) {
+    v3_error("cuda_host_alloc: %s", NO_CUDA);
+    return NULL;
+}
+void cuda_host_free(void *p) {
+    if (p) UNREACHABLE("cuda_host_free");
+}
+int cuda_thread_bind(void) { return v3_error("cuda_thread_bind: %s", NO_CUDA); }
+CudaCopyStream *cuda_copy_stream_create(void) {
+    v3_error("cuda_copy_stream_create: %s", NO_CUDA);
+    return NULL;
+}
+void cuda_copy_stream_destroy(CudaCopyStream *c) {
+    if (c) UNREACHABLE("cuda_copy_stream_destroy");
+}
+int cuda_copy_stream_h2d(CudaCopyStream *c, void *dst, const void *src, size_t bytes) {
+    return v3_error("cuda_copy_stream_h2d: %s", NO_CUDA);
+}
