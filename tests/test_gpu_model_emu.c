@@ -36,7 +36,7 @@ static int run_case(Config *c, int B, int steps, unsigned long long seed) {
     GpuModel *g = gpu_model_create(dev, &dev_emu, B, V3_MATH_FP32);
     CHECK(g, "gpu_model_create: %s", v3_last_error());
     size_t frag = (size_t)cpu->arch.C * cpu->arch.H * cpu->arch.W, N = (size_t)B * c->n_fragments;
-    float *x = falloc(frag * N);
+    float *x = falloc(frag * N), *xd = falloc(frag * N);
     int revived = 0;
     for (int s = 0; s < steps; s++) {
         int b = (s % 3 == 2) ? B - 1 : B; /* a smaller batch now and then: a second plan set */
@@ -47,7 +47,16 @@ static int run_case(Config *c, int B, int steps, unsigned long long seed) {
         CHECK(model_forward(cpu, x, b, 1, &Lc) == 0, "cpu forward: %s", v3_last_error());
         model_backward(cpu);
         model_adamw(cpu, 1e-3f);
-        CHECK(gpu_model_train_step(g, x, b, 1e-3f, &Lg) == 0, "device step: %s", v3_last_error());
+        /* odd steps read the input from a "device" buffer as the loader thread provides it (host memory on the
+         * emulated device); x is poisoned so a step reading the wrong buffer cannot match */
+        if (s % 2) {
+            memcpy(xd, x, sizeof(float) * frag * N);
+            poison(x, frag * N);
+            CHECK(gpu_model_train_step_dev(g, xd, b, 1e-3f, &Lg) == 0, "device step (dev input): %s", v3_last_error());
+            memcpy(x, xd, sizeof(float) * frag * N);
+        } else {
+            CHECK(gpu_model_train_step(g, x, b, 1e-3f, &Lg) == 0, "device step: %s", v3_last_error());
+        }
         if (!same_terms(&Lc, &Lg)) {
             print_terms("cpu   ", &Lc);
             print_terms("device", &Lg);
@@ -89,6 +98,7 @@ static int run_case(Config *c, int B, int steps, unsigned long long seed) {
     if (c->threshold_ema_dead_code > 0) CHECK(revived > 0, "no dead code was revived; the case does not test revival");
     ffree(gd);
     ffree(x);
+    ffree(xd);
     gpu_model_free(g);
     model_free(cpu);
     model_free(dev);
