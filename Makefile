@@ -95,13 +95,14 @@ tests/run_gpu_tests: $(patsubst %.c,build/%.o,$(GPU_TEST_C)) build/tests/test_ut
 test: v3 tests/run_tests
 	./tests/run_tests
 
-# The README's main command: a small real run on the CPU (synthetic data, configs/tiny.yaml), ending with the
-# validation metrics. About 2 minutes on 2 cores. --device cpu: the CUDA path has not yet been run on a GPU.
-DEMO_STEPS ?= 400
+# The README's main command: a small real run on the CPU: generate the mini PhoneNums set (FreeType, seconds),
+# train configs/phonenums-mini.yaml, end with the validation metrics. --device cpu: the CUDA path has not yet
+# been run on a GPU. DEMO_STEPS bounds the run (about N minutes on 2 cores; see NOTES.md).
+DEMO_STEPS ?= 300
 demo: v3
-	@[ -f data/synth/train.v3ds ] || ./v3 data synth --out data/synth --train 512 --val 64 --test 64
+	@[ -f data/phonenums-mini/index.tsv ] || ./v3 data phonenums --mini --out data/phonenums-mini
 	rm -rf runs/demo
-	./v3 train --config configs/tiny.yaml --out runs/demo --steps $(DEMO_STEPS) --device cpu
+	./v3 train --config configs/phonenums-mini.yaml --out runs/demo --steps $(DEMO_STEPS) --device cpu
 
 test-gpu: tests/run_gpu_tests
 	./tests/run_gpu_tests

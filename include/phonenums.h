@@ -30,6 +30,12 @@ void phonenums_defaults(PhonenumsParams *p);
  * Without FreeType at build time: -1 and "install libfreetype-dev ..." in v3_last_error(). */
 int phonenums_generate(const char *dir, const PhonenumsParams *p);
 
+/* Colour c (0..7) of the training palette (ood = 0: black blue green red teal purple orange brown) or the OOD
+ * palette (pink salmon gold lime cyan magenta gray peru): its name (NULL when c is out of range) and the RGB value
+ * drawn before jitter, int(matplotlib_rgb * 240 + 8). Shared by the generator, the loader's checks and the tests. */
+const char *phonenums_colour_name(int ood, int c);
+void phonenums_colour_rgb(int ood, int c, uint8_t rgb[3]);
+
 /* PNG I/O (libpng), 8-bit RGB. png_read_rgb: -1 with v3_last_error() naming the file on any decode error,
  * a wrong size or a non-RGB image (expect_w/expect_h: required size, 0 = any). *pix is xmalloc'ed. */
 int png_write_rgb(const char *path, const uint8_t *pix, int w, int h);
