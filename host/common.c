@@ -12,9 +12,11 @@ int v3_verbose = 1;
 
 int v3_error(const char *fmt, ...) {
     va_list ap;
+    char buf[sizeof g_err]; /* arguments may point into g_err (v3_error("...: %s", v3_last_error())) */
     va_start(ap, fmt);
-    vsnprintf(g_err, sizeof g_err, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(g_err, buf, sizeof g_err);
     return -1;
 }
 

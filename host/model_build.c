@@ -48,6 +48,12 @@ int arch_spec(const Config *c, ArchSpec *a) {
     /* Encoder output size: every stride-2 step must see an even size (the authors' decoder assumes it). */
     int h = a->H, w = a->W;
     const EncSpec *es[2] = {&a->e1, &a->e2};
+    for (int e = 0; e < 2; e++) /* each CNN starts at ch >> L channels and doubles L times */
+        if ((es[e]->ch >> es[e]->L) < 1)
+            return v3_error("%s: model_config.n_channels: %d leaves encoder cnn_%d with %d channels in its first "
+                            "layer (%d >> %d); expected n_channels >= %d for this architecture", c->path,
+                            c->n_channels, e + 1, es[e]->ch >> es[e]->L, es[e]->ch, es[e]->L,
+                            c->n_channels * (1 << es[e]->L) / (es[e]->ch > 0 ? es[e]->ch : 1));
     for (int e = 0; e < 2; e++)
         for (int i = 0; i < es[e]->L; i++) {
             if ((es[e]->sh == 2 && h % 2) || (es[e]->sw == 2 && w % 2))

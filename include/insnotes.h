@@ -15,6 +15,7 @@
  * the authors' FrequencyMasking(15) and 0 -> 1e-8. Content = slot % 12, style = instrument index. */
 #ifndef V3_INSNOTES_H
 #define V3_INSNOTES_H
+#include <stddef.h>
 #include <stdint.h>
 
 #include "datasource.h"
@@ -40,7 +41,7 @@ typedef struct {
     int ood;                   /* the 4 OOD programs instead of the 12 training ones */
     uint64_t seed;
     int velocity_layers;       /* rendered velocities spread over 80..120: 3 -> 80, 100, 120; 1 -> 100 */
-    int clip_len;              /* samples per rendered clip: the 1-s note plus its release tail (24000) */
+    int clip_len;              /* samples per rendered clip: the 1-s note plus its release tail (33792 = 2 slots) */
 } InsnotesParams;
 
 void insnotes_defaults(InsnotesParams *p);
@@ -52,4 +53,39 @@ int insnotes_generate(const char *dir, const InsnotesParams *p);
  * n_slots slots from start_slot (n_slots = 120, start 0: the whole file). */
 int insnotes_export_audio(const char *dir, const char *split, uint64_t sample, int start_slot, int n_slots,
                           const char *out_path);
+
+/* ---- Internals shared by datasets/insnotes_{bank,gen,source}.c and the tests (not for other callers) ---- */
+
+/* The rendered note bank (DIR/bank.v3nb). clips[((prog * n_pitches + pitch) * n_layers + layer) * clip_len + t]
+ * times gain[(prog * n_pitches + pitch) * n_layers + layer] is the clip in [-1, 1]. */
+typedef struct {
+    uint32_t sample_rate, n_programs, n_pitches, n_layers, clip_len;
+    int32_t *programs;   /* [n_programs] 0-based GM program numbers */
+    int32_t *velocities; /* [n_layers] ascending MIDI velocities */
+    float *gain;         /* [n_programs * n_pitches * n_layers] */
+    int16_t *clips;
+} InsnotesBank;
+
+/* Render with FluidSynth (soundfont path required). -1 with v3_last_error() on failure. */
+int insnotes_bank_render(const char *soundfont, const int *programs, int n_programs, int n_layers, int clip_len,
+                         InsnotesBank *b);
+int insnotes_bank_save(const char *path, const InsnotesBank *b);  /* atomic: temp, fsync, rename */
+int insnotes_bank_load(const char *path, InsnotesBank *b);        /* fully validated */
+void insnotes_bank_free(InsnotesBank *b);
+/* Write head then body to path atomically (temp file, fsync, rename, fsync of the directory); also index.tsv. */
+int insnotes_write_atomic(const char *path, const void *head, size_t nhead, const void *body, size_t nbody);
+
+#define INSNOTES_FILE_LEN (INSNOTES_NOTES * INSNOTES_SLOT)  /* 2027520 samples */
+/* One file's recipe, drawn from its seed (insnotes_file_init): per-note velocity and envelope segments. */
+typedef struct {
+    int style;                         /* index into the bank's programs */
+    float gain;                        /* peak-normalisation gain applied by insnotes_signal (1 = raw) */
+    int velocity[INSNOTES_NOTES];
+    double seg_end[INSNOTES_NOTES];    /* envelope level at the end of 1-s segment i (it starts at seg_end[i-1], 1.0) */
+    unsigned char seg_sine[INSNOTES_NOTES]; /* 1: quarter-sine segment, 0: linear */
+} InsnotesFile;
+void insnotes_file_init(InsnotesFile *f, uint64_t file_seed, int style, float gain);
+/* Samples [t0, t1) of the file's signal (0 outside [0, INSNOTES_FILE_LEN)), times f->gain. The value at t does
+ * not depend on the range asked for. */
+void insnotes_signal(const InsnotesBank *b, const InsnotesFile *f, int64_t t0, int64_t t1, float *out);
 #endif

@@ -168,3 +168,14 @@ void cuda_copy_stream_destroy(CudaCopyStream *c) {
 int cuda_copy_stream_h2d(CudaCopyStream *c, void *dst, const void *src, size_t bytes) {
     return v3_error("cuda_copy_stream_h2d: %s", NO_CUDA);
 }
+
+/* InsNotes STFT on the GPU (include/stft.h): unavailable, so the loader reports it instead of falling back. */
+#include "stft.h"
+StftGpu *stft_gpu_create(void) {
+    v3_error("GPU STFT: this build has no CUDA support (built without CUDA: nvcc was not found at build time)");
+    return NULL;
+}
+void stft_gpu_free(StftGpu *s) { (void)s; }
+int stft_logmag_gpu(StftGpu *s, const float *audio, int n_frags, float *out) {
+    return v3_error("stft_logmag_gpu: %s", NO_CUDA);
+}

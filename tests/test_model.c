@@ -194,3 +194,22 @@ TEST(model_eval_mode_is_pure) {
     CHECK(same_buf && same_emb, "eval changed BN running stats (%d) or the codebook (%d)", !same_buf, !same_emb);
     return 0;
 }
+
+TEST(model_rejects_layers_with_no_channels) {
+    Config c;
+    config_defaults(&c);
+    snprintf(c.path, sizeof c.path, "(test)");
+    c.arch = ARCH_INSNOTES;
+    c.n_fragments = 2;
+    c.n_feature = 512;
+    c.fragment_len = 32;
+    c.n_channels = 64; /* cnn_1 would start at 64 / 16 >> 3 = 0 channels */
+    Model *m = model_build(&c, 1);
+    CHECK(!m && strstr(v3_last_error(), "n_channels >= 128"), "built: %p, message: %s", (void *)m, v3_last_error());
+    c.n_channels = 128;
+    c.d_emb_c = c.d_emb_s = 8;
+    m = model_build(&c, 1);
+    CHECK(m, "n_channels 128: %s", v3_last_error());
+    model_free(m);
+    return 0;
+}
