@@ -98,7 +98,7 @@ test: v3 tests/run_tests
 # The README's main command: a small real run on the CPU: generate the mini PhoneNums set (FreeType, seconds),
 # train configs/phonenums-mini.yaml, end with the validation metrics. --device cpu: the CUDA path has not yet
 # been run on a GPU. DEMO_STEPS bounds the run (about N minutes on 2 cores; see NOTES.md).
-DEMO_STEPS ?= 300
+DEMO_STEPS ?= 200
 demo: v3
 	@[ -f data/phonenums-mini/index.tsv ] || ./v3 data phonenums --mini --out data/phonenums-mini
 	rm -rf runs/demo
