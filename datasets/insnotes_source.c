@@ -224,33 +224,43 @@ static int ins_get_batch(DataSource *ds, const uint64_t *idx, const uint64_t *au
     if (x && ds->use_gpu && !s->gpu && !(s->gpu = stft_gpu_create()))
         return prefixed_error(s->index_path, "GPU STFT unavailable");
     int *mask_lo = xmalloc(sizeof(int) * (B > 0 ? B : 1)), *mask_w = xmalloc(sizeof(int) * (B > 0 ? B : 1));
-    InsnotesFile *fr = xmalloc(sizeof *fr);
+    int *starts = xmalloc(sizeof(int) * (B > 0 ? B : 1));
     for (int b = 0; b < B; b++) {
         const FileRec *rec = &s->files[idx[b]];
         /* The augmentation draws, in order: start slot, then torchaudio's mask_along_axis:
          * value = U * 15, min_value = U' * (512 - value), rows [(long)min_value, (long)min_value + (long)value). */
         Rng r;
         rng_seed(&r, aug[b]);
-        int start = (int)rng_below(&r, INSNOTES_NOTES);
+        starts[b] = (int)rng_below(&r, INSNOTES_NOTES);
         double value = rng_uniform(&r) * MASK_PARAM;
         double min_value = rng_uniform(&r) * (INSNOTES_BINS - value);
         mask_lo[b] = (int)min_value;
         mask_w[b] = (int)value;
-        if (x) insnotes_file_init(fr, rec->seed, rec->style, rec->gain);
         for (int i = 0; i < nf; i++) {
-            int k = (start + i) % INSNOTES_NOTES;
+            int k = (starts[b] + i) % INSNOTES_NOTES;
             if (content) content[(size_t)b * nf + i] = k % 12;
             if (style) style[(size_t)b * nf + i] = rec->style;
-            if (x) {
-                /* The fragment's 32 centred frames read [16896 k - 512, 16896 k + 16384); samples before the file
-                 * start are the centring's zero padding. */
-                int64_t t0 = (int64_t)k * INSNOTES_SLOT - INSNOTES_HOP;
-                insnotes_signal(&s->bank, fr, t0, t0 + INSNOTES_FRAG_AUDIO,
-                                s->audio + ((size_t)b * nf + i) * INSNOTES_FRAG_AUDIO);
-            }
         }
     }
-    free(fr);
+    /* Assembling the audio is the CPU's share of the work (about a quarter of a CPU batch, all of it when the STFT
+     * runs on the GPU); samples are independent, so on GPU runs, where the CPU is otherwise idle, they are spread
+     * over the OpenMP threads. On CPU runs the model's own threads need the cores: one thread. */
+    #pragma omp parallel for schedule(static) if (x && ds->use_gpu)
+    for (int b = 0; b < B; b++) {
+        if (!x) continue;
+        const FileRec *rec = &s->files[idx[b]];
+        InsnotesFile fr;
+        insnotes_file_init(&fr, rec->seed, rec->style, rec->gain);
+        for (int i = 0; i < nf; i++) {
+            int k = (starts[b] + i) % INSNOTES_NOTES;
+            /* The fragment's 32 centred frames read [16896 k - 512, 16896 k + 16384); samples before the file
+             * start are the centring's zero padding. */
+            int64_t t0 = (int64_t)k * INSNOTES_SLOT - INSNOTES_HOP;
+            insnotes_signal(&s->bank, &fr, t0, t0 + INSNOTES_FRAG_AUDIO,
+                            s->audio + ((size_t)b * nf + i) * INSNOTES_FRAG_AUDIO);
+        }
+    }
+    free(starts);
     int rc = 0;
     if (x) {
         if (ds->use_gpu) {
