@@ -67,3 +67,33 @@ TEST(cli_device_reports_in_one_line) {
     CHECK(rc == 1 && strstr(out, "--device cuda"), "--device cuda: exit %d: %s", rc, out);
     return 0;
 }
+
+/* One line on stderr, exit 1, naming the missing file. */
+static int one_line_error(const char *cmd, int want_rc, const char *needle) {
+    char out[4096];
+    int rc = sh(cmd, out, sizeof out);
+    CHECK(rc == want_rc, "%s: exit %d, want %d; output: %s", cmd, rc, want_rc, out);
+    CHECK(strstr(out, needle), "%s: output does not mention '%s': %s", cmd, needle, out);
+    int lines = 0;
+    for (char *c = out; *c; c++) lines += *c == '\n';
+    CHECK(lines == 1, "%s: %d lines of output, want 1: %s", cmd, lines, out);
+    return 0;
+}
+
+TEST(cli_data_generators_reject_bad_input) {
+    NEED_V3();
+    if (one_line_error("./v3 data phonenums --out /tmp/v3cli_pn --bogus 1", 2, "--bogus") ||
+        one_line_error("./v3 data phonenums --pages 10", 2, "--out") ||
+        one_line_error("./v3 data phonenums --out /tmp/v3cli_pn --pages 3", 2, "--pages") ||
+        one_line_error("./v3 data insnotes --out /tmp/v3cli_in --files-per-instrument x", 2, "--files-per-instrument") ||
+        one_line_error("./v3 data export-wav --data /tmp/v3cli_none --out /tmp/v3cli.wav --slots 0", 2, "--slots") ||
+        one_line_error("./v3 bench loader", 2, "--data"))
+        return 1;
+    /* missing inputs are runtime errors naming the file, or the Debian package when the build lacks the library */
+    char out[4096];
+    int rc = sh("./v3 data insnotes --out /tmp/v3cli_in --soundfont /nonexistent/x.sf2", out, sizeof out);
+    CHECK(rc == 1 && (strstr(out, "/nonexistent/x.sf2") || strstr(out, "libfluidsynth-dev")), "exit %d: %s", rc, out);
+    rc = sh("./v3 data phonenums --out /tmp/v3cli_pn --font /nonexistent/f.otf", out, sizeof out);
+    CHECK(rc == 1 && (strstr(out, "/nonexistent/f.otf") || strstr(out, "libfreetype-dev")), "exit %d: %s", rc, out);
+    return one_line_error("./v3 data info /nonexistent/v3data", 1, "/nonexistent/v3data");
+}
