@@ -77,8 +77,8 @@ int cmd_data_insnotes(int argc, char **argv) {
         else return data_usage_err("insnotes: unknown option '%s'", a);
     }
     if (!out) return data_usage_err("insnotes: missing required option '%s'", "--out DIR");
-    if (p.files_per_instrument < 1 || p.files_per_instrument > 10000)
-        return data_usage_err("--files-per-instrument: expected 1..10000, got %d", p.files_per_instrument);
+    if (p.files_per_instrument < 1 || p.files_per_instrument > 1000)
+        return data_usage_err("--files-per-instrument: expected 1..1000, got %d", p.files_per_instrument);
     if (p.velocity_layers < 1 || p.velocity_layers > 41)
         return data_usage_err("--velocity-layers: expected 1..41, got %d", p.velocity_layers);
     double t0 = now_seconds();
