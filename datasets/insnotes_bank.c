@@ -169,21 +169,6 @@ static unsigned char *encode_payload(const InsnotesBank *b, size_t *len) {
     return buf;
 }
 
-static int fsync_dir_of(const char *path) {
-    char *dir = xmalloc(strlen(path) + 2);
-    strcpy(dir, path);
-    char *slash = strrchr(dir, '/');
-    if (!slash) strcpy(dir, ".");
-    else if (slash == dir) dir[1] = 0;
-    else *slash = 0;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    int rc = fd < 0 ? -1 : fsync(fd);
-    if (rc) v3_error("%s: cannot fsync directory %s: %s", path, dir, strerror(errno));
-    if (fd >= 0) close(fd);
-    free(dir);
-    return rc;
-}
-
 int insnotes_write_atomic(const char *path, const void *head, size_t nhead, const void *body, size_t nbody) {
     size_t n = strlen(path) + 8;
     char *tmp = xmalloc(n);
@@ -199,7 +184,7 @@ int insnotes_write_atomic(const char *path, const void *head, size_t nhead, cons
         if (fclose(f) && !werr) werr = errno ? errno : EIO;
         if (werr) v3_error("%s: write to %s failed: %s", path, tmp, strerror(werr));
         else if (rename(tmp, path)) v3_error("%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-        else rc = fsync_dir_of(path);
+        else rc = fsync_parent_dir(path);
         if (rc && access(tmp, F_OK) == 0) remove(tmp); /* leave nothing partial behind */
     }
     free(tmp);

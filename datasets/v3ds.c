@@ -313,23 +313,6 @@ static void build_header(unsigned char *h, const Dataset *d, uint32_t pcrc) {
     put_u32(h + OFF_PCRC, pcrc);
 }
 
-/* fsync the directory holding path so the rename itself is durable. */
-static int fsync_parent(const char *path) {
-    char *dir = xmalloc(strlen(path) + 2);
-    strcpy(dir, path);
-    char *slash = strrchr(dir, '/');
-    if (!slash) strcpy(dir, ".");
-    else if (slash == dir) dir[1] = 0;
-    else *slash = 0;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    int rc = fd < 0 ? -1 : fsync(fd);
-    int err = errno;
-    if (fd >= 0) close(fd);
-    if (rc) v3_error("%s: cannot fsync directory %s: %s", path, dir, strerror(err));
-    free(dir);
-    return rc;
-}
-
 /* Write header + payload to an already-open temp file and make it durable; -1 with errno set on failure. */
 static int write_tmp(FILE *f, const Dataset *d, const Sizes *s) {
     unsigned char h[V3DS_HEADER_BYTES];
@@ -359,7 +342,7 @@ int dataset_save(const char *path, const Dataset *d) {
         if (fclose(f) && !werr) werr = errno ? errno : EIO;
         if (werr) v3_error("%s: write to %s failed: %s", path, tmp, strerror(werr));
         else if (rename(tmp, path)) v3_error("%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-        else rc = fsync_parent(path);
+        else rc = fsync_parent_dir(path);
         if (rc && access(tmp, F_OK) == 0) remove(tmp); /* leave nothing partial behind */
     }
     free(tmp);

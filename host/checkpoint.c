@@ -52,16 +52,6 @@ static void fill_header(unsigned char *h, const Model *m, const CkptMeta *meta, 
     put32(h, 120, crc32c(0, h, 120));
 }
 
-static int fsync_dir_of(const char *path) {
-    char *tmp = strdup(path);
-    int fd = open(dirname(tmp), O_RDONLY);
-    free(tmp);
-    if (fd < 0) return -1;
-    fsync(fd);
-    close(fd);
-    return 0;
-}
-
 int checkpoint_save(const char *path, const Model *m, const CkptMeta *meta) {
     Span s[8];
     int ns = payload_spans(m, s);
@@ -89,7 +79,7 @@ int checkpoint_save(const char *path, const Model *m, const CkptMeta *meta) {
         return v3_error("%s: writing checkpoint failed: %s", path, strerror(e));
     }
     free(tmp);
-    fsync_dir_of(path);
+    fsync_parent_dir(path);
     return 0;
 }
 

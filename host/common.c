@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 static _Thread_local char g_err[1024]; /* per thread: the loader thread reports its own errors */
 int v3_verbose = 1;
@@ -93,4 +96,20 @@ double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int fsync_parent_dir(const char *path) {
+    char *dir = xmalloc(strlen(path) + 2);
+    strcpy(dir, path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) strcpy(dir, ".");
+    else if (slash == dir) dir[1] = 0;
+    else *slash = 0;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    int rc = fd < 0 ? -1 : fsync(fd);
+    int err = errno;
+    if (fd >= 0) close(fd);
+    if (rc) v3_error("%s: cannot fsync directory %s: %s", path, dir, strerror(err));
+    free(dir);
+    return rc;
 }

@@ -40,6 +40,9 @@ extern int v3_verbose;
 void v3_log(const char *fmt, ...) V3_PRINTF(1, 2); /* to stderr when v3_verbose > 0 */
 
 double now_seconds(void);
+/* fsync the directory holding path, so a rename into it is durable (the last step of every atomic write).
+ * 0, or -1 with v3_error naming path and directory. */
+int fsync_parent_dir(const char *path);
 #ifdef __cplusplus
 }
 #endif

@@ -34,6 +34,15 @@ void fill_uniform(float *x, size_t n, unsigned long long seed, float lo, float h
 void poison(float *x, size_t n); /* fills with NaN so untouched outputs are caught */
 /* A fresh temporary directory for a test (under $TMPDIR or /tmp); caller owns the string. */
 char *test_tmpdir(const char *tag);
+/* dir/name in one of 16 rotating static buffers (paths built inline without freeing); aborts if too long. */
+char *test_path(const char *dir, const char *name);
+/* Remove a test directory and everything in it, and free the string. */
+void test_rm_tree(char *dir);
+/* The usual test ending: on success remove the directory, on failure keep it to inspect; free it; return rc. */
+int test_done(int rc, char *dir);
+/* Whole file into a NUL-terminated xmalloc'ed buffer / a buffer to a file. 0 or -1. */
+int test_read_all(const char *path, unsigned char **buf, size_t *n);
+int test_write_all(const char *path, const void *buf, size_t n);
 
 
 /* Finite-difference gradient check. f(ctx) evaluates the scalar loss from the current buffers; theta (n floats)

@@ -1,7 +1,6 @@
 /* Tests for the .v3ds container (round trip, gather, validation of every kind of bad file, atomic save),
  * the synthetic coloured-strokes generator (determinism, shapes, balance, separability) and `v3 data`. */
-#define _XOPEN_SOURCE 700 /* nftw, for removing test directories */
-#include <ftw.h>
+#define _XOPEN_SOURCE 700
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -17,23 +16,6 @@
 
 /* ---- helpers ---- */
 
-/* dir/name in one of 16 rotating static buffers, so tests can build paths inline without freeing them. */
-static char *path_in(const char *dir, const char *name) {
-    static char ring[16][1024];
-    static int next;
-    char *p = ring[next++ % 16];
-    if ((size_t)snprintf(p, 1024, "%s/%s", dir, name) >= 1024) V3_FATAL("test path too long: %s/%s", dir, name);
-    return p;
-}
-
-static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw) { return remove(p); }
-
-/* Remove a test directory and everything in it (only on success: a failing test leaves its files to inspect). */
-static void rm_tree(char *dir) {
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(dir);
-}
-
 static int file_exists(const char *p) { return access(p, F_OK) == 0; }
 
 /* A small dataset with random x and labels covering every class plus one "unknown" (-1). */
@@ -45,25 +27,6 @@ static void make_small(Dataset *d, uint64_t seed) {
         d->style[i] = (i / 3) % 3;
     }
     d->content[7] = -1;
-}
-
-static int read_all(const char *p, unsigned char **buf, size_t *n) {
-    FILE *f = fopen(p, "rb");
-    if (!f) return -1;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    *buf = xmalloc((size_t)len + 1);
-    *n = fread(*buf, 1, (size_t)len, f);
-    fclose(f);
-    return *n == (size_t)len ? 0 : -1;
-}
-
-static int write_all(const char *p, const void *buf, size_t n) {
-    FILE *f = fopen(p, "wb");
-    if (!f) return -1;
-    size_t w = fwrite(buf, 1, n, f);
-    return (fclose(f) == 0 && w == n) ? 0 : -1;
 }
 
 static void put32(unsigned char *p, uint32_t v) {
@@ -80,8 +43,8 @@ static void fix_payload_crc(unsigned char *b, size_t n) { put32(b + 52, crc32c(0
 static char *saved_small(const char *dir, const char *name, unsigned char **buf, size_t *n) {
     Dataset d;
     make_small(&d, 42);
-    char *p = path_in(dir, name);
-    if (dataset_save(p, &d) || read_all(p, buf, n)) V3_FATAL("save %s: %s", p, v3_last_error());
+    char *p = test_path(dir, name);
+    if (dataset_save(p, &d) || test_read_all(p, buf, n)) V3_FATAL("save %s: %s", p, v3_last_error());
     dataset_free(&d);
     return p;
 }
@@ -104,7 +67,7 @@ static int expect_load_error(const char *path, const char *needle1, const char *
 /* End of a test: free the edit buffer and, when it passed, remove its directory. */
 static int done(int rc, char *dir, void *buf) {
     free(buf);
-    if (rc == 0) rm_tree(dir);
+    if (rc == 0) test_rm_tree(dir);
     else free(dir);
     return rc;
 }
@@ -124,9 +87,9 @@ TEST(dataset_roundtrip_bit_identical) {
     char *dir = test_tmpdir("ds");
     Dataset a, b;
     make_small(&a, 7);
-    char *p = path_in(dir, "rt.v3ds");
+    char *p = test_path(dir, "rt.v3ds");
     CHECK(dataset_save(p, &a) == 0, "save: %s", v3_last_error());
-    CHECK(!file_exists(path_in(dir, "rt.v3ds.tmp")), "temp file left behind");
+    CHECK(!file_exists(test_path(dir, "rt.v3ds.tmp")), "temp file left behind");
     CHECK(dataset_load(p, &b) == 0, "load: %s", v3_last_error());
     CHECK(b.n_samples == 5 && b.n_frag == 3 && b.C == 2 && b.H == 3 && b.W == 4, "shape changed");
     CHECK(b.n_content == 4 && b.n_style == 3, "class counts changed");
@@ -135,7 +98,7 @@ TEST(dataset_roundtrip_bit_identical) {
     CHECK(strcmp(b.path, p) == 0, "path not recorded: '%s'", b.path);
     unsigned char *buf;
     size_t n;
-    CHECK(read_all(p, &buf, &n) == 0, "read back");
+    CHECK(test_read_all(p, &buf, &n) == 0, "read back");
     CHECK(n == 64 + 5 * 3 * 24 * 4 + 2 * 15 * 4, "file size %zu", n);
     CHECK(memcmp(buf, V3DS_MAGIC, 8) == 0 && get32(buf + 8) == 1 && get32(buf + 16) == 5 && get32(buf + 24) == 3,
           "little-endian header fields not where the format says");
@@ -170,7 +133,7 @@ TEST(dataset_gather_copies_samples) {
 
 TEST(dataset_load_missing_file) {
     char *dir = test_tmpdir("ds");
-    char *p = path_in(dir, "nope.v3ds");
+    char *p = test_path(dir, "nope.v3ds");
     if (expect_load_error(p, "cannot open dataset: No such file or directory", NULL)) return 1;
     Dataset d;
     CHECK(dataset_load_split(dir, "train", &d) == -1, "missing split should fail");
@@ -185,11 +148,11 @@ TEST(dataset_load_bad_magic) {
     size_t n;
     char *p = saved_small(dir, "m.v3ds", &b, &n);
     b[0] = 'X';
-    CHECK(write_all(p, b, n) == 0, "write");
+    CHECK(test_write_all(p, b, n) == 0, "write");
     if (expect_load_error(p, "not a v3 dataset (bad magic)", NULL)) return 1;
-    CHECK(write_all(p, "hello", 5) == 0, "write");
+    CHECK(test_write_all(p, "hello", 5) == 0, "write");
     if (expect_load_error(p, "not a v3 dataset", NULL)) return 1;
-    CHECK(write_all(p, "", 0) == 0, "write");
+    CHECK(test_write_all(p, "", 0) == 0, "write");
     if (expect_load_error(p, "not a v3 dataset (empty file)", NULL)) return 1;
     return done(0, dir, b);
 }
@@ -201,12 +164,12 @@ TEST(dataset_load_wrong_version) {
     char *p = saved_small(dir, "v.v3ds", &b, &n);
     put32(b + 8, 7);
     fix_header_crc(b); /* a genuine version-7 header, not a corrupt one */
-    CHECK(write_all(p, b, n) == 0, "write");
+    CHECK(test_write_all(p, b, n) == 0, "write");
     if (expect_load_error(p, "unsupported version 7 (expected 1)", NULL)) return 1;
     put32(b + 8, 1);
     put32(b + 12, 1); /* dtype int16 is reserved, not supported */
     fix_header_crc(b);
-    CHECK(write_all(p, b, n) == 0, "write");
+    CHECK(test_write_all(p, b, n) == 0, "write");
     return done(expect_load_error(p, "unsupported dtype 1", NULL), dir, b);
 }
 
@@ -215,12 +178,12 @@ TEST(dataset_load_truncated) {
     unsigned char *b;
     size_t n;
     char *p = saved_small(dir, "t.v3ds", &b, &n);
-    CHECK(write_all(p, b, n - 100) == 0, "write");
+    CHECK(test_write_all(p, b, n - 100) == 0, "write");
     char want[128], has[64];
     snprintf(want, sizeof want, "truncated dataset: expected %zu bytes (header 64 + payload %zu", n, n - 64);
     snprintf(has, sizeof has, "file has %zu", n - 100);
     if (expect_load_error(p, want, has)) return 1;
-    CHECK(write_all(p, b, 30) == 0, "write"); /* shorter than the header */
+    CHECK(test_write_all(p, b, 30) == 0, "write"); /* shorter than the header */
     return done(expect_load_error(p, "truncated dataset", "64-byte header"), dir, b);
 }
 
@@ -231,7 +194,7 @@ TEST(dataset_load_oversized) {
     char *p = saved_small(dir, "o.v3ds", &b, &n);
     b = xrealloc(b, n + 3);
     memset(b + n, 0, 3);
-    CHECK(write_all(p, b, n + 3) == 0, "write");
+    CHECK(test_write_all(p, b, n + 3) == 0, "write");
     char has[64];
     snprintf(has, sizeof has, "file has %zu", n + 3);
     return done(expect_load_error(p, "oversized dataset: expected", has), dir, b);
@@ -243,11 +206,11 @@ TEST(dataset_load_payload_checksum) {
     size_t n;
     char *p = saved_small(dir, "p.v3ds", &b, &n);
     b[64 + 123] ^= 0x10; /* one bit in x: still a finite float, so only the CRC can notice */
-    CHECK(write_all(p, b, n) == 0, "write");
+    CHECK(test_write_all(p, b, n) == 0, "write");
     if (expect_load_error(p, "payload checksum mismatch (file corrupt)", NULL)) return 1;
     b[64 + 123] ^= 0x10;
     b[n - 1] ^= 0x01; /* and one in the labels */
-    CHECK(write_all(p, b, n) == 0, "write");
+    CHECK(test_write_all(p, b, n) == 0, "write");
     return done(expect_load_error(p, "payload checksum mismatch", NULL), dir, b);
 }
 
@@ -257,7 +220,7 @@ TEST(dataset_load_header_checksum) {
     size_t n;
     char *p = saved_small(dir, "h.v3ds", &b, &n);
     b[32] = 9; /* H = 9 without resealing: must be called corruption, not a size mismatch */
-    CHECK(write_all(p, b, n) == 0, "write");
+    CHECK(test_write_all(p, b, n) == 0, "write");
     return done(expect_load_error(p, "header checksum mismatch (file corrupt)", NULL), dir, b);
 }
 
@@ -268,12 +231,12 @@ TEST(dataset_load_bad_shape) {
     char *p = saved_small(dir, "s.v3ds", &b, &n);
     put32(b + 32, 0); /* H = 0 */
     fix_header_crc(b);
-    CHECK(write_all(p, b, n) == 0, "write");
+    CHECK(test_write_all(p, b, n) == 0, "write");
     if (expect_load_error(p, "zero-sized shape: H is 0", NULL)) return 1;
     put32(b + 32, 0x40000000u); /* H * W * C * n_frag * n_samples * 4 wraps 64 bits */
     put32(b + 36, 0x40000000u);
     fix_header_crc(b);
-    CHECK(write_all(p, b, n) == 0, "write");
+    CHECK(test_write_all(p, b, n) == 0, "write");
     return done(expect_load_error(p, "overflow", NULL), dir, b);
 }
 
@@ -287,12 +250,12 @@ TEST(dataset_load_label_out_of_range) {
     memcpy(orig, b, n);
     put32(b + content_off + 4 * (3 * 3 + 1), 12); /* sample 3 fragment 1 */
     fix_payload_crc(b, n);
-    CHECK(write_all(p, b, n) == 0, "write");
+    CHECK(test_write_all(p, b, n) == 0, "write");
     if (expect_load_error(p, "content label 12 at sample 3 fragment 1 out of range [0, 4)", NULL)) return 1;
     memcpy(b, orig, n);
     put32(b + style_off + 4 * 2, (uint32_t)-2); /* -1 means unknown; -2 is invalid */
     fix_payload_crc(b, n);
-    CHECK(write_all(p, b, n) == 0, "write");
+    CHECK(test_write_all(p, b, n) == 0, "write");
     free(orig);
     return done(expect_load_error(p, "style label -2 at sample 0 fragment 2 out of range [0, 3)", NULL), dir, b);
 }
@@ -309,7 +272,7 @@ TEST(dataset_load_nonfinite_value) {
         memcpy(c, b, n);
         memcpy(c + 64 + 4 * (2 * 72 + 1 * 24 + 5), &bad[k], 4); /* sample 2, fragment 1, element 5 */
         fix_payload_crc(c, n);
-        CHECK(write_all(p, c, n) == 0, "write");
+        CHECK(test_write_all(p, c, n) == 0, "write");
         if (expect_load_error(p, name[k], "sample 2 fragment 1 element 5")) return 1;
         free(c);
     }
@@ -320,20 +283,20 @@ TEST(dataset_save_failure_leaves_no_file) {
     char *dir = test_tmpdir("ds");
     Dataset d;
     make_small(&d, 1);
-    char *missing = path_in(dir, "no/such/dir/x.v3ds");
+    char *missing = test_path(dir, "no/such/dir/x.v3ds");
     CHECK(dataset_save(missing, &d) == -1, "save into a missing directory must fail");
     CHECK(strstr(v3_last_error(), "x.v3ds") != NULL, "error should name the file: %s", v3_last_error());
     CHECK(!file_exists(missing), "partial file at destination");
     /* Destination is a directory: the temp file is written but the rename fails; the temp must go. */
-    char *isdir = path_in(dir, "adir");
+    char *isdir = test_path(dir, "adir");
     CHECK(mkdir(isdir, 0755) == 0, "mkdir");
     CHECK(dataset_save(isdir, &d) == -1, "rename onto a directory must fail");
-    CHECK(!file_exists(path_in(dir, "adir.tmp")), "temp file left after a failed rename");
+    CHECK(!file_exists(test_path(dir, "adir.tmp")), "temp file left after a failed rename");
     /* Data that load would reject is refused before anything is written. */
-    char *p = path_in(dir, "nan.v3ds");
+    char *p = test_path(dir, "nan.v3ds");
     d.x[3] = NAN;
     CHECK(dataset_save(p, &d) == -1 && strstr(v3_last_error(), "non-finite"), "NaN save: %s", v3_last_error());
-    CHECK(!file_exists(p) && !file_exists(path_in(dir, "nan.v3ds.tmp")), "file written for rejected data");
+    CHECK(!file_exists(p) && !file_exists(test_path(dir, "nan.v3ds.tmp")), "file written for rejected data");
     dataset_free(&d);
     return done(0, dir, NULL);
 }
@@ -351,9 +314,9 @@ TEST(dataset_synth_deterministic) {
     unsigned char *a[3], *b, *c;
     size_t na[3], nb, nc;
     for (int k = 0; k < 3; k++) {
-        CHECK(read_all(path_in(d1, split[k]), &a[k], &na[k]) == 0, "read %s", split[k]);
-        CHECK(read_all(path_in(d2, split[k]), &b, &nb) == 0, "read %s", split[k]);
-        CHECK(read_all(path_in(d3, split[k]), &c, &nc) == 0, "read %s", split[k]);
+        CHECK(test_read_all(test_path(d1, split[k]), &a[k], &na[k]) == 0, "read %s", split[k]);
+        CHECK(test_read_all(test_path(d2, split[k]), &b, &nb) == 0, "read %s", split[k]);
+        CHECK(test_read_all(test_path(d3, split[k]), &c, &nc) == 0, "read %s", split[k]);
         CHECK(na[k] == nb && memcmp(a[k], b, nb) == 0, "%s differs between two runs with the same seed", split[k]);
         CHECK(na[k] == nc && memcmp(a[k] + 64, c + 64, nc - 64) != 0, "%s identical for seeds 5 and 6", split[k]);
         free(b);
@@ -362,8 +325,8 @@ TEST(dataset_synth_deterministic) {
     /* Splits use their own streams: val's first sample is not train's first sample. */
     CHECK(memcmp(a[0] + 64, a[1] + 64, 6 * 3 * 16 * 16 * 4) != 0, "train and val start with the same sample");
     for (int k = 0; k < 3; k++) free(a[k]);
-    rm_tree(d2);
-    rm_tree(d3);
+    test_rm_tree(d2);
+    test_rm_tree(d3);
     return done(0, d1, NULL);
 }
 
@@ -501,7 +464,7 @@ TEST(dataset_synth_contents_differ) {
 }
 
 static int expect_param_error(const SynthParams *p, const char *needle) {
-    char *dir = test_tmpdir("ds"), *sub = path_in(dir, "out");
+    char *dir = test_tmpdir("ds"), *sub = test_path(dir, "out");
     v3_clear_error();
     CHECK(synth_generate(sub, p) == -1, "params should be rejected (%s)", needle);
     CHECK(strstr(v3_last_error(), needle) != NULL, "error should contain '%s': %s", needle, v3_last_error());
@@ -553,7 +516,7 @@ static int run_data(int argc, const char **argv) {
 }
 
 TEST(dataset_cli_synth_and_info) {
-    char *dir = test_tmpdir("ds"), *out = path_in(dir, "a/b");
+    char *dir = test_tmpdir("ds"), *out = test_path(dir, "a/b");
     const char *synth[] = {"data", "synth", "--out", out, "--seed", "3", "--train", "8", "--val", "4", "--test", "2",
                            "--frags", "3", "--contents", "5", "--styles", "2", "--size", "12", "--noise", "0.1"};
     CHECK(run_data(22, synth) == 0, "synth via CLI: %s", v3_last_error());
@@ -561,7 +524,7 @@ TEST(dataset_cli_synth_and_info) {
     CHECK(dataset_load_split(out, "val", &d) == 0, "load: %s", v3_last_error());
     CHECK(d.n_samples == 4 && d.n_frag == 3 && d.H == 12 && d.W == 12 && d.n_content == 5 && d.n_style == 2, "shape");
     dataset_free(&d);
-    char *train = path_in(out, "train.v3ds");
+    char *train = test_path(out, "train.v3ds");
     const char *info[] = {"data", "info", train};
     CHECK(run_data(3, info) == 0, "info on a good file");
     const char *unknown[] = {"data", "synth", "--out", out, "--x"};
@@ -576,8 +539,8 @@ TEST(dataset_cli_synth_and_info) {
     CHECK(run_data(6, bad_val) == 1, "invalid parameters are a runtime error");
     unsigned char *b;
     size_t n;
-    CHECK(read_all(train, &b, &n) == 0, "read");
-    CHECK(write_all(train, b, n - 1) == 0, "write");
+    CHECK(test_read_all(train, &b, &n) == 0, "read");
+    CHECK(test_write_all(train, b, n - 1) == 0, "write");
     CHECK(run_data(3, info) == 1 && strstr(v3_last_error(), "truncated"), "info on a bad file: %s", v3_last_error());
     return done(0, dir, b);
 }

@@ -3,8 +3,7 @@
  * DataSource (labels against the audio's pitch, mask, 0 -> 1e-8, determinism, wrapping, manual assembly), and
  * the WAV export. Generation tests use TimGM6mb (6 MB) with 1-2 velocity layers and a few files per instrument;
  * they SKIP only when FluidSynth was not found at build time or the soundfont is not installed. */
-#define _XOPEN_SOURCE 700 /* nftw */
-#include <ftw.h>
+#define _XOPEN_SOURCE 700
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -27,44 +26,6 @@
 #define FE (INSNOTES_BINS * INSNOTES_FRAMES) /* floats per fragment */
 
 /* ---- helpers ---- */
-
-static char *path_in(const char *dir, const char *name) {
-    static char ring[16][1024];
-    static int next;
-    char *p = ring[next++ % 16];
-    if ((size_t)snprintf(p, 1024, "%s/%s", dir, name) >= 1024) V3_FATAL("test path too long: %s/%s", dir, name);
-    return p;
-}
-
-static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw) { return remove(p); }
-static void rm_tree(char *dir) {
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(dir);
-}
-static int done(int rc, char *dir) {
-    if (rc == 0) rm_tree(dir);
-    else free(dir);
-    return rc;
-}
-
-static int read_all(const char *p, unsigned char **buf, size_t *n) {
-    FILE *f = fopen(p, "rb");
-    if (!f) return -1;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    *buf = xmalloc((size_t)len + 1);
-    *n = fread(*buf, 1, (size_t)len, f);
-    fclose(f);
-    (*buf)[*n] = 0;
-    return *n == (size_t)len ? 0 : -1;
-}
-static int write_all(const char *p, const void *buf, size_t n) {
-    FILE *f = fopen(p, "wb");
-    if (!f) return -1;
-    size_t w = fwrite(buf, 1, n, f);
-    return (fclose(f) == 0 && w == n) ? 0 : -1;
-}
 
 /* Why a generation test cannot run here, or NULL. */
 static const char *no_synth(void) {
@@ -94,7 +55,7 @@ static int gen(const char *dir, int fpi, int layers, int ood, uint64_t seed) {
 /* One in-distribution set (4 files per instrument, 1 layer) shared by the read-only tests, removed at exit. */
 static char *g_shared;
 static void rm_shared(void) {
-    if (g_shared) rm_tree(g_shared);
+    if (g_shared) test_rm_tree(g_shared);
     g_shared = NULL;
 }
 static const char *shared_set(void) {
@@ -271,12 +232,12 @@ TEST(insnotes_mix_rules_on_a_toy_bank) {
     double want0 = 2 * (0.75 * 0.4 + 0.25 * 0.8), want1 = 2 * (1.0 + want0 / 2), want2 = 2 * 0.4 * 0.81;
     /* save/load round trip and refusal of a bank load would reject */
     char *dir = test_tmpdir("insnotes_toy");
-    int saved = insnotes_bank_save(path_in(dir, "b.v3nb"), &b2), loaded = insnotes_bank_load(path_in(dir, "b.v3nb"), &back);
+    int saved = insnotes_bank_save(test_path(dir, "b.v3nb"), &b2), loaded = insnotes_bank_load(test_path(dir, "b.v3nb"), &back);
     int same = !loaded && back.n_layers == 2 && back.velocities[1] == 120 && back.programs[0] == 41 &&
                !memcmp(back.clips, b2.clips, (size_t)24 * 24000 * 2) && !memcmp(back.gain, b2.gain, 24 * 4);
     insnotes_bank_free(&back);
     b2.velocities[1] = 80;
-    int refused = insnotes_bank_save(path_in(dir, "c.v3nb"), &b2) == -1 && strstr(v3_last_error(), "ascending");
+    int refused = insnotes_bank_save(test_path(dir, "c.v3nb"), &b2) == -1 && strstr(v3_last_error(), "ascending");
     insnotes_bank_free(&b2);
     insnotes_bank_free(&b1);
     free(f);
@@ -285,8 +246,8 @@ TEST(insnotes_mix_rules_on_a_toy_bank) {
     CHECK(fabs(v[2] - want2) < 1e-5, "one layer, velocity 90: %.6f (expected %.6f)", v[2], want2);
     CHECK(saved == 0 && same, "bank save/load round trip: save %d load %d identical %d", saved, loaded, same);
     CHECK(refused, "a bank with non-ascending velocities was saved: '%s'", v3_last_error());
-    CHECK(access(path_in(dir, "c.v3nb"), F_OK) != 0, "refused bank left a file");
-    return done(0, dir);
+    CHECK(access(test_path(dir, "c.v3nb"), F_OK) != 0, "refused bank left a file");
+    return test_done(0, dir);
 }
 
 TEST(insnotes_bank_no_carry_over) {
@@ -313,20 +274,20 @@ TEST(insnotes_bank_missing_soundfont_and_program) {
     p.soundfont = "/nonexistent/none.sf2";
     p.files_per_instrument = 1;
     v3_clear_error();
-    int rc = insnotes_generate(path_in(dir, "set"), &p);
+    int rc = insnotes_generate(test_path(dir, "set"), &p);
 #ifndef V3_HAVE_FLUIDSYNTH
     /* without FluidSynth the generator says which package to install, and creates nothing */
     CHECK(rc == -1 && strstr(v3_last_error(), "libfluidsynth-dev"), "rc %d, '%s'", rc, v3_last_error());
-    CHECK(access(path_in(dir, "set"), F_OK) != 0, "a failed generation created its directory");
-    return done(0, dir);
+    CHECK(access(test_path(dir, "set"), F_OK) != 0, "a failed generation created its directory");
+    return test_done(0, dir);
 #endif
     CHECK(rc == -1 && strstr(v3_last_error(), "/nonexistent/none.sf2") && strstr(v3_last_error(), "soundfont"),
           "missing soundfont: rc %d, '%s'", rc, v3_last_error());
-    CHECK(access(path_in(dir, "set"), F_OK) != 0, "a failed generation created its directory");
+    CHECK(access(test_path(dir, "set"), F_OK) != 0, "a failed generation created its directory");
     /* A file that is not a soundfont. */
-    CHECK(write_all(path_in(dir, "bad.sf2"), "not a soundfont", 15) == 0, "write");
-    p.soundfont = path_in(dir, "bad.sf2");
-    rc = insnotes_generate(path_in(dir, "set"), &p);
+    CHECK(test_write_all(test_path(dir, "bad.sf2"), "not a soundfont", 15) == 0, "write");
+    p.soundfont = test_path(dir, "bad.sf2");
+    rc = insnotes_generate(test_path(dir, "set"), &p);
     CHECK(rc == -1 && strstr(v3_last_error(), "bad.sf2"), "not a soundfont: rc %d, '%s'", rc, v3_last_error());
     /* Duplicate or out-of-range programs are refused before rendering. */
     InsnotesBank b;
@@ -336,7 +297,7 @@ TEST(insnotes_bank_missing_soundfont_and_program) {
     const int big[1] = {128};
     rc = insnotes_bank_render(SF_SMALL, big, 1, 1, 24000, &b);
     CHECK(rc == -1 && strstr(v3_last_error(), "program 128"), "program 128: '%s'", v3_last_error());
-    return done(0, dir);
+    return test_done(0, dir);
 }
 
 /* ---- generator ---- */
@@ -344,14 +305,14 @@ TEST(insnotes_bank_missing_soundfont_and_program) {
 TEST(insnotes_generate_deterministic) {
     REQUIRE_SYNTH();
     char *dir = test_tmpdir("insnotes_det");
-    const char *a = path_in(dir, "a"), *b = path_in(dir, "b"), *c = path_in(dir, "c");
+    const char *a = test_path(dir, "a"), *b = test_path(dir, "b"), *c = test_path(dir, "c");
     CHECK(gen(a, 1, 2, 0, 5) == 0 && gen(b, 1, 2, 0, 5) == 0 && gen(c, 1, 2, 0, 6) == 0, "%s", v3_last_error());
     unsigned char *x[3], *y[3];
     size_t nx[3], ny[3];
     const char *d[3] = {a, b, c};
     for (int i = 0; i < 3; i++)
-        CHECK(read_all(path_in(d[i], "bank.v3nb"), &x[i], &nx[i]) == 0 &&
-                  read_all(path_in(d[i], "index.tsv"), &y[i], &ny[i]) == 0, "read %s", d[i]);
+        CHECK(test_read_all(test_path(d[i], "bank.v3nb"), &x[i], &nx[i]) == 0 &&
+                  test_read_all(test_path(d[i], "index.tsv"), &y[i], &ny[i]) == 0, "read %s", d[i]);
     int bank_same = nx[0] == nx[1] && !memcmp(x[0], x[1], nx[0]), idx_same = ny[0] == ny[1] && !memcmp(y[0], y[1], ny[0]);
     int bank_seedfree = nx[0] == nx[2] && !memcmp(x[0], x[2], nx[0]), idx_differs = ny[0] != ny[2] || memcmp(y[0], y[2], ny[0]);
     size_t want = 64 + 12 * 4 + 2 * 4 + 12 * 12 * 2 * (4 + 2 * (size_t)INSNOTES_SLOT * 2); /* default clip: 2 slots */
@@ -363,15 +324,15 @@ TEST(insnotes_generate_deterministic) {
     CHECK(bank_seedfree, "the bank depends on the seed");
     CHECK(idx_differs, "seeds 5 and 6 gave the same index");
     CHECK(nx[0] == want, "bank size %zu (expected %zu)", nx[0], want);
-    CHECK(access(path_in(a, "bank.v3nb.tmp"), F_OK) && access(path_in(a, "index.tsv.tmp"), F_OK), "temp file left");
-    return done(0, dir);
+    CHECK(access(test_path(a, "bank.v3nb.tmp"), F_OK) && access(test_path(a, "index.tsv.tmp"), F_OK), "temp file left");
+    return test_done(0, dir);
 }
 
 TEST(insnotes_signal_range_invariant_and_peak) {
     REQUIRE_SYNTH();
     const char *dir = shared_set();
     InsnotesBank b;
-    CHECK(insnotes_bank_load(path_in(dir, "bank.v3nb"), &b) == 0, "%s", v3_last_error());
+    CHECK(insnotes_bank_load(test_path(dir, "bank.v3nb"), &b) == 0, "%s", v3_last_error());
     InsnotesFile *f = xmalloc(sizeof *f);
     insnotes_file_init(f, 12345, 3, 1.0f);
     const int64_t t0 = INSNOTES_SLOT * 5 - 700, n = 3 * INSNOTES_SLOT;
@@ -391,7 +352,7 @@ TEST(insnotes_signal_range_invariant_and_peak) {
     /* the stored gains normalise every file's peak to 0.9 */
     unsigned char *txt;
     size_t nt;
-    CHECK(read_all(path_in(dir, "index.tsv"), &txt, &nt) == 0, "read index");
+    CHECK(test_read_all(test_path(dir, "index.tsv"), &txt, &nt) == 0, "read index");
     char *line = strstr((char *)txt, "\nins05_002\t");
     CHECK(line, "index lacks ins05_002");
     char name[32], tok[16];
@@ -443,7 +404,7 @@ TEST(insnotes_splits_80_10_10) {
     /* every file line carries exactly one of the three tokens */
     unsigned char *txt;
     size_t nt;
-    CHECK(read_all(path_in(dir, "index.tsv"), &txt, &nt) == 0, "read index");
+    CHECK(test_read_all(test_path(dir, "index.tsv"), &txt, &nt) == 0, "read index");
     int lines = 0;
     for (char *l = strtok((char *)txt, "\n"); l; l = strtok(NULL, "\n")) {
         if (l[0] == '#') continue;
@@ -517,7 +478,7 @@ TEST(insnotes_ood_shots_nested_and_test_excluded) {
           v3_last_error());
     CHECK(insnotes_open(shared_set(), "5_shot", 2, &bad) == -1 && strstr(v3_last_error(), "5_shot"),
           "5_shot of an in-distribution set: '%s'", v3_last_error());
-    return done(0, dir);
+    return test_done(0, dir);
 }
 
 /* Fundamental (MIDI, continuous) of a fragment: harmonic sum of the frames' mean magnitude over f0 from B3 to C#5
@@ -602,10 +563,10 @@ TEST(insnotes_batch_matches_manual_assembly_mask_and_wrap) {
     CHECK(x, "get_batch");
     /* manual: bank + index line of val file 2 + insnotes_signal + FFTW */
     InsnotesBank b;
-    CHECK(insnotes_bank_load(path_in(dir, "bank.v3nb"), &b) == 0, "%s", v3_last_error());
+    CHECK(insnotes_bank_load(test_path(dir, "bank.v3nb"), &b) == 0, "%s", v3_last_error());
     unsigned char *txt;
     size_t nt;
-    CHECK(read_all(path_in(dir, "index.tsv"), &txt, &nt) == 0, "read index");
+    CHECK(test_read_all(test_path(dir, "index.tsv"), &txt, &nt) == 0, "read index");
     int seen = 0, style = -1;
     unsigned long long seed = 0;
     float gain = 0;
@@ -716,8 +677,8 @@ TEST(insnotes_use_gpu_never_falls_back) {
 static char *copy_set(unsigned char **bank, size_t *nb, unsigned char **index, size_t *ni) {
     const char *src = shared_set();
     char *dir = test_tmpdir("insnotes_bad");
-    if (read_all(path_in(src, "bank.v3nb"), bank, nb) || read_all(path_in(src, "index.tsv"), index, ni) ||
-        write_all(path_in(dir, "bank.v3nb"), *bank, *nb) || write_all(path_in(dir, "index.tsv"), *index, *ni))
+    if (test_read_all(test_path(src, "bank.v3nb"), bank, nb) || test_read_all(test_path(src, "index.tsv"), index, ni) ||
+        test_write_all(test_path(dir, "bank.v3nb"), *bank, *nb) || test_write_all(test_path(dir, "index.tsv"), *index, *ni))
         V3_FATAL("copying %s", src);
     return dir;
 }
@@ -740,37 +701,37 @@ TEST(insnotes_bad_bank_files) {
     unsigned char *bank, *index;
     size_t nb, ni;
     char *dir = copy_set(&bank, &nb, &index, &ni);
-    const char *bp = path_in(dir, "bank.v3nb");
+    const char *bp = test_path(dir, "bank.v3nb");
     /* pristine copy opens */
     DataSource ds;
     CHECK(insnotes_open(dir, "train", 12, &ds) == 0, "copy: %s", v3_last_error());
     ds.close(&ds);
-    CHECK(write_all(bp, bank, nb - 1) == 0, "write");
+    CHECK(test_write_all(bp, bank, nb - 1) == 0, "write");
     CHECK(expect_open_error(dir, "train", 12, bp, "truncated") == 0, "truncated");
-    CHECK(write_all(bp, bank, 40) == 0, "write");
+    CHECK(test_write_all(bp, bank, 40) == 0, "write");
     CHECK(expect_open_error(dir, "train", 12, bp, "truncated") == 0, "header only");
     unsigned char *big = xmalloc(nb + 2);
     memcpy(big, bank, nb);
     big[nb] = big[nb + 1] = 0;
-    CHECK(write_all(bp, big, nb + 2) == 0, "write");
+    CHECK(test_write_all(bp, big, nb + 2) == 0, "write");
     free(big);
     CHECK(expect_open_error(dir, "train", 12, bp, "oversized") == 0, "oversized");
     bank[nb / 2] ^= 0x10;
-    CHECK(write_all(bp, bank, nb) == 0, "write");
+    CHECK(test_write_all(bp, bank, nb) == 0, "write");
     CHECK(expect_open_error(dir, "train", 12, bp, "corrupt") == 0, "payload byte");
     bank[nb / 2] ^= 0x10;
     bank[20] ^= 1; /* n_layers */
-    CHECK(write_all(bp, bank, nb) == 0, "write");
+    CHECK(test_write_all(bp, bank, nb) == 0, "write");
     CHECK(expect_open_error(dir, "train", 12, bp, "header checksum") == 0, "header byte");
     bank[20] ^= 1;
     bank[0] = 'X';
-    CHECK(write_all(bp, bank, nb) == 0, "write");
+    CHECK(test_write_all(bp, bank, nb) == 0, "write");
     CHECK(expect_open_error(dir, "train", 12, bp, "magic") == 0, "magic");
     CHECK(remove(bp) == 0, "remove");
     CHECK(expect_open_error(dir, "train", 12, bp, "cannot open") == 0, "missing bank");
     free(bank);
     free(index);
-    return done(0, dir);
+    return test_done(0, dir);
 }
 
 TEST(insnotes_bad_index_and_arguments) {
@@ -778,7 +739,7 @@ TEST(insnotes_bad_index_and_arguments) {
     unsigned char *bank, *index;
     size_t nb, ni;
     char *dir = copy_set(&bank, &nb, &index, &ni);
-    const char *ip = path_in(dir, "index.tsv");
+    const char *ip = test_path(dir, "index.tsv");
     /* line 9 is the second file line: replace its gain, then its program, then drop a field */
     char *txt = (char *)index, *l9 = txt;
     for (int i = 1; i < 9; i++) l9 = strchr(l9, '\n') + 1;
@@ -798,7 +759,7 @@ TEST(insnotes_bad_index_and_arguments) {
             snprintf(mod, sizeof mod, "%.*s%s", (int)(strrchr(line, '\t') - line), line, cases[c].to);
         }
         size_t n = (size_t)snprintf(edited, ni + 64, "%.*s%s%s", (int)pre, txt, mod, end9);
-        CHECK(write_all(ip, edited, n) == 0, "write");
+        CHECK(test_write_all(ip, edited, n) == 0, "write");
         CHECK(expect_open_error(dir, "train", 12, cases[c].n1, cases[c].n2) == 0, "case %d: %s", c, mod);
     }
     /* a missing last line: count mismatch */
@@ -806,10 +767,10 @@ TEST(insnotes_bad_index_and_arguments) {
     while (last > txt && last[-1] != '\n') last--;
     size_t n = (size_t)(last - txt);
     memcpy(edited, txt, n);
-    CHECK(write_all(ip, edited, n) == 0, "write");
+    CHECK(test_write_all(ip, edited, n) == 0, "write");
     CHECK(expect_open_error(dir, "train", 12, "index.tsv", "n_files") == 0, "dropped line");
     free(edited);
-    CHECK(write_all(ip, index, ni) == 0, "restore");
+    CHECK(test_write_all(ip, index, ni) == 0, "restore");
     CHECK(expect_open_error(dir, "training", 12, "training", "expected train") == 0, "bad split");
     CHECK(expect_open_error(dir, "train", 0, "n_frag 0", "1..120") == 0, "n_frag 0");
     CHECK(expect_open_error(dir, "train", 121, "n_frag 121", "1..120") == 0, "n_frag 121");
@@ -818,7 +779,7 @@ TEST(insnotes_bad_index_and_arguments) {
     ds.close(&ds);
     free(bank);
     free(index);
-    return done(0, dir);
+    return test_done(0, dir);
 }
 
 /* ---- export ---- */
@@ -830,7 +791,7 @@ TEST(insnotes_export_wav) {
 #else
     const char *set = shared_set();
     char *dir = test_tmpdir("insnotes_wav");
-    const char *wav = path_in(dir, "x.wav");
+    const char *wav = test_path(dir, "x.wav");
     CHECK(insnotes_export_audio(set, "test", 1, 118, 4, wav) == 0, "%s", v3_last_error());
     SF_INFO info;
     memset(&info, 0, sizeof info);
@@ -848,13 +809,13 @@ TEST(insnotes_export_wav) {
           "format %x, %d Hz, %d channels", info.format, info.samplerate, info.channels);
     CHECK(got == (sf_count_t)n, "%lld frames (expected %zu)", (long long)got, n);
     CHECK(mx > 0.05 && mx <= 0.9001, "peak %.4f (expected non-silent, <= 0.9)", mx);
-    CHECK(insnotes_export_audio(set, "test", 1, 0, 1, path_in(dir, "x.mp3")) == -1 &&
+    CHECK(insnotes_export_audio(set, "test", 1, 0, 1, test_path(dir, "x.mp3")) == -1 &&
               strstr(v3_last_error(), ".wav or .flac"), "bad extension: '%s'", v3_last_error());
     CHECK(insnotes_export_audio(set, "test", 4, 0, 1, wav) == -1 && strstr(v3_last_error(), "out of range"),
           "bad sample: '%s'", v3_last_error());
     CHECK(insnotes_export_audio(set, "tset", 0, 0, 1, wav) == -1 && strstr(v3_last_error(), "tset"),
           "bad split: '%s'", v3_last_error());
     CHECK(insnotes_export_audio(set, "test", 0, 120, 1, wav) == -1, "start slot 120 accepted");
-    return done(0, dir);
+    return test_done(0, dir);
 #endif
 }

@@ -1,9 +1,8 @@
 /* Tests for PhoneNums: PNG I/O (round trip, every kind of bad file), the page generator (determinism, splits,
  * labels checked against the pixels with an independent template matcher) and the DataSource (value range,
  * fragment offsets, validation of bad directories). Generator tests skip without FreeType or the font. */
-#define _XOPEN_SOURCE 700 /* nftw, symlink */
+#define _XOPEN_SOURCE 700 /* symlink */
 #include <dirent.h>
-#include <ftw.h>
 #include <math.h>
 #include <png.h>
 #include <stdint.h>
@@ -37,51 +36,10 @@ static const char *FONT = "/usr/share/fonts/opentype/comic-neue/ComicNeue-Bold.o
 
 /* ---- helpers (the style of tests/test_dataset.c) ---- */
 
-static char *path_in(const char *dir, const char *name) {
-    static char ring[16][1024];
-    static int next;
-    char *p = ring[next++ % 16];
-    if ((size_t)snprintf(p, 1024, "%s/%s", dir, name) >= 1024) V3_FATAL("test path too long: %s/%s", dir, name);
-    return p;
-}
-
 /* dir/name into a caller's buffer, for paths that must outlive the path_in ring. */
 static char *sub(char out[1024], const char *dir, const char *name) {
-    snprintf(out, 1024, "%s", path_in(dir, name));
+    snprintf(out, 1024, "%s", test_path(dir, name));
     return out;
-}
-
-static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw) { return remove(p); }
-
-static void rm_tree(char *dir) {
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(dir);
-}
-
-static int done(int rc, char *dir) {
-    if (rc == 0) rm_tree(dir);
-    else free(dir);
-    return rc;
-}
-
-static int read_all(const char *p, unsigned char **buf, size_t *n) {
-    FILE *f = fopen(p, "rb");
-    if (!f) return -1;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    *buf = xmalloc((size_t)len + 1);
-    *n = fread(*buf, 1, (size_t)len, f);
-    (*buf)[*n] = 0;
-    fclose(f);
-    return *n == (size_t)len ? 0 : -1;
-}
-
-static int write_all(const char *p, const void *buf, size_t n) {
-    FILE *f = fopen(p, "wb");
-    if (!f) return -1;
-    size_t w = fwrite(buf, 1, n, f);
-    return (fclose(f) == 0 && w == n) ? 0 : -1;
 }
 
 static void random_image(uint8_t *pix, size_t n, uint64_t seed) {
@@ -158,7 +116,7 @@ TEST(phonenums_png_round_trip) {
     const int w = 37, h = 23;
     uint8_t *pix = xmalloc((size_t)w * h * 3), *back = NULL;
     random_image(pix, (size_t)w * h * 3, 5);
-    char *p = path_in(dir, "a.png");
+    char *p = test_path(dir, "a.png");
     CHECK(png_write_rgb(p, pix, w, h) == 0, "write: %s", v3_last_error());
     int rw = 0, rh = 0;
     CHECK(png_read_rgb(p, w, h, &back, &rw, &rh) == 0, "read: %s", v3_last_error());
@@ -174,9 +132,9 @@ TEST(phonenums_png_round_trip) {
     for (struct dirent *e; (e = readdir(d));) entries += e->d_name[0] != '.';
     closedir(d);
     CHECK(entries == 1, "%d files in %s after one write (temporary file left?)", entries, dir);
-    CHECK(png_write_rgb(path_in(dir, "no/such/dir.png"), pix, w, h) == -1, "write into a missing directory");
+    CHECK(png_write_rgb(test_path(dir, "no/such/dir.png"), pix, w, h) == -1, "write into a missing directory");
     free(pix);
-    return done(0, dir);
+    return test_done(0, dir);
 }
 
 TEST(phonenums_png_bad_files) {
@@ -184,51 +142,51 @@ TEST(phonenums_png_bad_files) {
     const int w = 40, h = 30;
     uint8_t *pix = xmalloc((size_t)w * h * 3);
     random_image(pix, (size_t)w * h * 3, 9);
-    char *good = path_in(dir, "good.png");
+    char *good = test_path(dir, "good.png");
     CHECK(png_write_rgb(good, pix, w, h) == 0, "write: %s", v3_last_error());
     free(pix);
     unsigned char *b;
     size_t n;
-    CHECK(read_all(good, &b, &n) == 0 && n > 200, "read back %s", good);
+    CHECK(test_read_all(good, &b, &n) == 0 && n > 200, "read back %s", good);
     int rc = 0;
     /* truncated in the image data, and cut just before IEND (caught by reading to the end) */
-    char *t1 = path_in(dir, "trunc_half.png"), *t2 = path_in(dir, "trunc_end.png");
-    CHECK(write_all(t1, b, n / 2) == 0 && write_all(t2, b, n - 12) == 0, "write truncated copies");
+    char *t1 = test_path(dir, "trunc_half.png"), *t2 = test_path(dir, "trunc_end.png");
+    CHECK(test_write_all(t1, b, n / 2) == 0 && test_write_all(t2, b, n - 12) == 0, "write truncated copies");
     rc |= expect_png_error(t1, w, h, "expected an 8-bit RGB PNG");
     rc |= expect_png_error(t2, w, h, "expected an 8-bit RGB PNG");
     /* flipped bytes in the compressed data: CRC error */
     unsigned char *f = xmalloc(n);
     memcpy(f, b, n);
     for (size_t i = n / 2; i < n / 2 + 8; i++) f[i] ^= 0x5a;
-    char *t3 = path_in(dir, "flipped.png");
-    CHECK(write_all(t3, f, n) == 0, "write flipped copy");
+    char *t3 = test_path(dir, "flipped.png");
+    CHECK(test_write_all(t3, f, n) == 0, "write flipped copy");
     rc |= expect_png_error(t3, w, h, "corrupt");
     /* flipped byte in the header (IHDR CRC) */
     memcpy(f, b, n);
     f[18] ^= 0x01;
-    char *t4 = path_in(dir, "flipped_hdr.png");
-    CHECK(write_all(t4, f, n) == 0, "write flipped header copy");
+    char *t4 = test_path(dir, "flipped_hdr.png");
+    CHECK(test_write_all(t4, f, n) == 0, "write flipped header copy");
     rc |= expect_png_error(t4, w, h, NULL);
     free(f);
     free(b);
     /* a text file named .png, an empty file, a missing file */
-    char *t5 = path_in(dir, "text.png"), *t6 = path_in(dir, "empty.png");
+    char *t5 = test_path(dir, "text.png"), *t6 = test_path(dir, "empty.png");
     const char *txt = "this is not an image, just text pretending to be one\n";
-    CHECK(write_all(t5, txt, strlen(txt)) == 0 && write_all(t6, "", 0) == 0, "write text files");
+    CHECK(test_write_all(t5, txt, strlen(txt)) == 0 && test_write_all(t6, "", 0) == 0, "write text files");
     rc |= expect_png_error(t5, w, h, "not a PNG");
     rc |= expect_png_error(t6, 0, 0, "not a PNG");
-    rc |= expect_png_error(path_in(dir, "missing.png"), 0, 0, "cannot open");
+    rc |= expect_png_error(test_path(dir, "missing.png"), 0, 0, "cannot open");
     /* valid PNGs of the wrong size or kind */
     rc |= expect_png_error(good, 320, 48, "expected 320x48");
     rc |= expect_png_error(good, w, h + 1, "expected");
-    char *g8 = path_in(dir, "grey.png"), *rgba = path_in(dir, "rgba.png"), *d16 = path_in(dir, "rgb16.png");
+    char *g8 = test_path(dir, "grey.png"), *rgba = test_path(dir, "rgba.png"), *d16 = test_path(dir, "rgb16.png");
     CHECK(write_png_raw(g8, w, h, 8, PNG_COLOR_TYPE_GRAY) == 0, "write grey");
     CHECK(write_png_raw(rgba, w, h, 8, PNG_COLOR_TYPE_RGB_ALPHA) == 0, "write rgba");
     CHECK(write_png_raw(d16, w, h, 16, PNG_COLOR_TYPE_RGB) == 0, "write 16-bit");
     rc |= expect_png_error(g8, w, h, "8-bit grey, expected 8-bit RGB");
     rc |= expect_png_error(rgba, 0, 0, "RGBA");
     rc |= expect_png_error(d16, w, h, "16-bit RGB");
-    return done(rc, dir);
+    return test_done(rc, dir);
 }
 
 /* ---- generator ---- */
@@ -240,7 +198,7 @@ typedef struct {
 } IdxLine;
 
 static int read_index(const char *dir, IdxLine *out, int cap) {
-    FILE *f = fopen(path_in(dir, "index.tsv"), "r");
+    FILE *f = fopen(test_path(dir, "index.tsv"), "r");
     if (!f) return -1;
     char line[512];
     int n = 0;
@@ -255,7 +213,6 @@ static int read_index(const char *dir, IdxLine *out, int cap) {
     return n;
 }
 
-
 TEST(phonenums_generate_deterministic) {
     NEED_GENERATOR();
     char *dir = test_tmpdir("pn_det");
@@ -265,8 +222,8 @@ TEST(phonenums_generate_deterministic) {
           "generate");
     unsigned char *ia, *ib, *ic;
     size_t na, nb, nc;
-    CHECK(read_all(path_in(a, "index.tsv"), &ia, &na) == 0 && read_all(path_in(b, "index.tsv"), &ib, &nb) == 0 &&
-              read_all(path_in(c, "index.tsv"), &ic, &nc) == 0,
+    CHECK(test_read_all(test_path(a, "index.tsv"), &ia, &na) == 0 && test_read_all(test_path(b, "index.tsv"), &ib, &nb) == 0 &&
+              test_read_all(test_path(c, "index.tsv"), &ic, &nc) == 0,
           "read indexes");
     CHECK(na == nb && memcmp(ia, ib, na) == 0, "same seed, different index.tsv");
     CHECK(!(na == nc && memcmp(ia, ic, na) == 0), "different seeds gave the same index.tsv");
@@ -286,16 +243,16 @@ TEST(phonenums_generate_deterministic) {
         snprintf(rel, sizeof rel, "pages/%s", name);
         unsigned char *pa, *pb, *ps;
         size_t la, lb, ls;
-        CHECK(read_all(path_in(a, rel), &pa, &la) == 0 && read_all(path_in(b, rel), &pb, &lb) == 0, "read %s",
+        CHECK(test_read_all(test_path(a, rel), &pa, &la) == 0 && test_read_all(test_path(b, rel), &pb, &lb) == 0, "read %s",
               rel);
         CHECK(la == lb && memcmp(pa, pb, la) == 0, "%s differs between two runs", rel);
         if (page < 12) {
-            CHECK(read_all(path_in(s, rel), &ps, &ls) == 0, "12-page set lacks %s", rel);
+            CHECK(test_read_all(test_path(s, rel), &ps, &ls) == 0, "12-page set lacks %s", rel);
             CHECK(ls == la && memcmp(pa, ps, la) == 0, "%s differs in the 12-page set", rel);
             free(ps);
         }
         char rc_[200];
-        snprintf(rc_, sizeof rc_, "%s", path_in(c, rel));
+        snprintf(rc_, sizeof rc_, "%s", test_path(c, rel));
         differ_c += access(rc_, F_OK) != 0;
         free(pa);
         free(pb);
@@ -314,7 +271,7 @@ TEST(phonenums_generate_deterministic) {
     free(ia);
     free(ib);
     free(ic);
-    return done(0, dir);
+    return test_done(0, dir);
 }
 
 /* Digit strings of every sample of a split (whole pages), as 10-char strings in out[n][11]; returns n or -1. */
@@ -376,7 +333,7 @@ TEST(phonenums_splits_in_distribution) {
         }
     }
     for (int k = 0; k < 80; k++) CHECK(seen[k] == 1, "page %d in no split", k);
-    return done(0, dir);
+    return test_done(0, dir);
 }
 
 TEST(phonenums_ood_shots_nested) {
@@ -413,7 +370,7 @@ TEST(phonenums_ood_shots_nested) {
     for (int i = 0; i < 8; i++) CHECK(find_str(got[1], 40, got[0][i]) >= 0, "1_shot not inside 5_shot");
     for (int i = 0; i < 40; i++) CHECK(find_str(got[2], 80, got[1][i]) >= 0, "5_shot not inside 10_shot");
     for (int i = 0; i < 16; i++) CHECK(find_str(got[2], 80, got[3][i]) < 0, "test overlaps 10_shot");
-    return done(0, dir);
+    return test_done(0, dir);
 }
 
 /* ---- labels against pixels ---- */
@@ -588,7 +545,7 @@ TEST(phonenums_labels_match_pixels) {
     }
     CHECK(total == 80, "checked %d pages", total);
     CHECK(check_pixels(o, "10_shot", 1, tpl, &n) == 0 && n == 40, "OOD pages");
-    return done(0, dir);
+    return test_done(0, dir);
 #endif
 }
 
@@ -629,7 +586,7 @@ TEST(phonenums_values_and_layout) {
         snprintf(rel, sizeof rel, "pages/%05d_%s_%s.png", i, lines[i].digits, phonenums_colour_name(0, i % 8));
         uint8_t *pix;
         int w, h;
-        CHECK(png_read_rgb(path_in(dir, rel), 320, 48, &pix, &w, &h) == 0, "read %s: %s", rel, v3_last_error());
+        CHECK(png_read_rgb(test_path(dir, rel), 320, 48, &pix, &w, &h) == 0, "read %s: %s", rel, v3_last_error());
         for (int k = 0; k < 10; k++) {
             CHECK(content[k] == lines[i].digits[k] - '0', "content[%d] %d, page digit %c", k, content[k],
                   lines[i].digits[k]);
@@ -651,7 +608,7 @@ TEST(phonenums_values_and_layout) {
     CHECK(ds.get_batch(&ds, &bad, aug, 1, x, content, style) == -1, "index n_samples accepted");
     free(x);
     ds.close(&ds);
-    return done(0, dir);
+    return test_done(0, dir);
 }
 
 TEST(phonenums_fragment_offsets) {
@@ -699,7 +656,7 @@ TEST(phonenums_fragment_offsets) {
     for (int s = 0; s < 10; s++) CHECK(starts1[s] > 5, "n_frag 1 start %d drawn %d times", s, starts1[s]);
     free(xw), free(xw2), free(xp), free(x1);
     whole.close(&whole), part.close(&part), one.close(&one);
-    return done(0, dir);
+    return test_done(0, dir);
 }
 
 /* Copy dir's index to a fresh directory (pages linked) with line `line` (1-based) replaced by `repl`. */
@@ -709,11 +666,11 @@ static char *edited_copy(const char *src, const char *name, int line, const char
     char *dst = sub(store[next++ % 16], src, name);
     unsigned char *b;
     size_t n;
-    if (mkdir(dst, 0777) || read_all(path_in(src, "index.tsv"), &b, &n)) V3_FATAL("copy %s", dst);
+    if (mkdir(dst, 0777) || test_read_all(test_path(src, "index.tsv"), &b, &n)) V3_FATAL("copy %s", dst);
     char abs_pages[1024];
-    snprintf(abs_pages, sizeof abs_pages, "%s", path_in(src, "pages"));
-    if (symlink(abs_pages, path_in(dst, "pages"))) V3_FATAL("symlink %s", dst);
-    FILE *f = fopen(path_in(dst, "index.tsv"), "w");
+    snprintf(abs_pages, sizeof abs_pages, "%s", test_path(src, "pages"));
+    if (symlink(abs_pages, test_path(dst, "pages"))) V3_FATAL("symlink %s", dst);
+    FILE *f = fopen(test_path(dst, "index.tsv"), "w");
     int ln = 1;
     for (char *s = (char *)b; *s; ln++) {
         char *e = strchr(s, '\n');
@@ -741,15 +698,15 @@ TEST(phonenums_bad_inputs) {
     p.pages = 2;
     p.font = "/nonexistent/NoSuchFont.otf";
     v3_clear_error();
-    CHECK(phonenums_generate(path_in(dir, "g1"), &p) == -1, "missing font accepted");
+    CHECK(phonenums_generate(test_path(dir, "g1"), &p) == -1, "missing font accepted");
     CHECK(strstr(v3_last_error(), "NoSuchFont.otf") && strstr(v3_last_error(), "fonts-comic-neue"), "error: %s",
           v3_last_error());
-    char *notfont = path_in(dir, "notfont.ttf");
-    CHECK(write_all(notfont, "hello", 5) == 0, "write");
+    char *notfont = test_path(dir, "notfont.ttf");
+    CHECK(test_write_all(notfont, "hello", 5) == 0, "write");
     p.font = notfont;
-    CHECK(phonenums_generate(path_in(dir, "g2"), &p) == -1 && strstr(v3_last_error(), "notfont.ttf"),
+    CHECK(phonenums_generate(test_path(dir, "g2"), &p) == -1 && strstr(v3_last_error(), "notfont.ttf"),
           "non-font accepted: %s", v3_last_error());
-    CHECK(access(path_in(dir, "g2/index.tsv"), F_OK) != 0, "failed generation left an index");
+    CHECK(access(test_path(dir, "g2/index.tsv"), F_OK) != 0, "failed generation left an index");
     /* opener arguments */
     rc |= expect_open_error(in, "train", 0, "n_frag 0", "1..10");
     rc |= expect_open_error(in, "train", 11, "n_frag 11", "1..10");
@@ -757,7 +714,7 @@ TEST(phonenums_bad_inputs) {
     rc |= expect_open_error(in, "5_shot", 10, "5_shot", NULL);
     rc |= expect_open_error(ood, "train", 10, "train", "OOD");
     rc |= expect_open_error(ood, "test", 10, "empty", NULL); /* 16 pages: ranks 0, 1 only */
-    rc |= expect_open_error(path_in(dir, "nowhere"), "train", 10, "index.tsv", "cannot open");
+    rc |= expect_open_error(test_path(dir, "nowhere"), "train", 10, "index.tsv", "cannot open");
     /* malformed index lines (line 7 = the first page, a black one of the train split? use its real fields) */
     IdxLine l[20];
     CHECK(read_index(in, l, 20) == 20, "index");
@@ -787,19 +744,19 @@ TEST(phonenums_bad_inputs) {
     rc |= expect_open_error(edited_copy(in, "e9", 7, bad), "train", 10, "index.tsv:7", "field 1 (file)");
     /* a consistent line whose page file is missing */
     char *miss = edited_copy(in, "e10", 7, good);
-    unlink(path_in(miss, "pages"));
-    CHECK(mkdir(path_in(miss, "pages"), 0777) == 0, "mkdir");
+    unlink(test_path(miss, "pages"));
+    CHECK(mkdir(test_path(miss, "pages"), 0777) == 0, "mkdir");
     rc |= expect_open_error(miss, l[0].token, 10, "00000_", "cannot open");
     /* a page replaced by a PNG of the wrong size */
     char *wrong = edited_copy(in, "e11", 7, good);
-    unlink(path_in(wrong, "pages"));
-    CHECK(mkdir(path_in(wrong, "pages"), 0777) == 0, "mkdir");
+    unlink(test_path(wrong, "pages"));
+    CHECK(mkdir(test_path(wrong, "pages"), 0777) == 0, "mkdir");
     uint8_t small[30 * 20 * 3] = {0};
     char rel[200];
     snprintf(rel, sizeof rel, "pages/00000_%s_black.png", l[0].digits);
-    CHECK(png_write_rgb(path_in(wrong, rel), small, 30, 20) == 0, "write small page");
+    CHECK(png_write_rgb(test_path(wrong, rel), small, 30, 20) == 0, "write small page");
     rc |= expect_open_error(wrong, l[0].token, 10, rel, "expected 320x48");
-    return done(rc, dir);
+    return test_done(rc, dir);
 }
 
 #ifndef V3_HAVE_FREETYPE
@@ -809,6 +766,6 @@ TEST(phonenums_generate_needs_freetype) {
     char *dir = test_tmpdir("pn_noft");
     CHECK(phonenums_generate(dir, &p) == -1, "generation without FreeType should fail");
     CHECK(strstr(v3_last_error(), "libfreetype-dev"), "error should name the package: %s", v3_last_error());
-    return done(0, dir);
+    return test_done(0, dir);
 }
 #endif

@@ -1,8 +1,7 @@
 /* Training from the real datasets through the loader: PhoneNums and InsNotes mini sets train, a resumed run
  * replays the uninterrupted one byte for byte (augmentation included), and a config whose model does not fit
  * the data is rejected with a message naming the dataset and both shapes. */
-#define _XOPEN_SOURCE 700
-#include <ftw.h>
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,24 +13,6 @@
 #include "testing.h"
 #include "train.h"
 
-static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw) { return remove(p); }
-static void rm_tree(char *dir) {
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(dir);
-}
-
-static char *slurp(const char *p, long *n) {
-    FILE *f = fopen(p, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    *n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *d = xmalloc((size_t)*n + 1);
-    if (fread(d, 1, (size_t)*n, f) != (size_t)*n) *n = -1;
-    d[*n > 0 ? *n : 0] = 0;
-    fclose(f);
-    return d;
-}
 
 static int train(const char *cfg, const char *out, long steps, int resume) {
     TrainOpts o;
@@ -66,11 +47,11 @@ static int resume_replays(const char *dir, const char *cfg, long steps) {
     CHECK(train(cfg, b, steps, 1) == 0, "resumed: %s", v3_last_error());
     snprintf(la, sizeof la, "%s/log.jsonl", a);
     snprintf(lb, sizeof lb, "%s/log.jsonl", b);
-    long na, nb;
-    char *da = slurp(la, &na), *db = slurp(lb, &nb);
-    CHECK(da && db && na > 0, "logs missing");
-    int same = na == nb && !memcmp(da, db, (size_t)na);
-    CHECK(strstr(da, "\"kind\":\"val\""), "no validation in %ld steps", steps);
+    size_t na = 0, nb = 0;
+    unsigned char *da = NULL, *db = NULL;
+    CHECK(!test_read_all(la, &da, &na) && !test_read_all(lb, &db, &nb) && na > 0, "logs missing");
+    int same = na == nb && !memcmp(da, db, na);
+    CHECK(strstr((char *)da, "\"kind\":\"val\""), "no validation in %ld steps", steps);
     free(da);
     free(db);
     CHECK(same, "resumed log differs from the uninterrupted one");
@@ -91,7 +72,7 @@ TEST(train_real_phonenums_trains_and_resumes_exactly) {
     snprintf(cfg, sizeof cfg, "%s/cfg.yaml", dir);
     write_cfg(cfg, data, "phonenums", 4, 48, 32, 10); /* 4 of the 10 digits from a random start */
     if (resume_replays(dir, cfg, 8)) return 1;         /* 24 train pages at batch 6: 4 steps per epoch */
-    rm_tree(dir);
+    test_rm_tree(dir);
     return 0;
 }
 
@@ -113,7 +94,7 @@ TEST(train_real_insnotes_trains_and_resumes_exactly) {
     snprintf(cfg, sizeof cfg, "%s/cfg.yaml", dir);
     write_cfg(cfg, data, "insnotes", 3, 512, 32, 12); /* 24 files: 20 train at batch 10 */
     if (resume_replays(dir, cfg, 4)) return 1;
-    rm_tree(dir);
+    test_rm_tree(dir);
     return 0;
 }
 
@@ -136,6 +117,6 @@ TEST(train_real_rejects_a_model_that_does_not_fit_the_data) {
     write_cfg(cfg, data, "phonenums", 11, 48, 32, 10);
     CHECK(train(cfg, out, 1, 0) == -1 && strstr(v3_last_error(), "11"), "11 fragments of a 10-digit page: %s",
           v3_last_error());
-    rm_tree(dir);
+    test_rm_tree(dir);
     return 0;
 }

@@ -1,5 +1,7 @@
-/* Numeric helpers shared by the tests. */
-#define _POSIX_C_SOURCE 200809L
+/* Helpers shared by the tests: numeric comparisons, fills, temporary directories and files. */
+#define _XOPEN_SOURCE 700 /* nftw */
+#include <ftw.h>
+#include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,4 +104,45 @@ double fd_dir_error(fd_loss_fn f, void *ctx, float *theta, const float *grad, si
     free(keep);
     free(v);
     return worst;
+}
+
+char *test_path(const char *dir, const char *name) {
+    static char ring[16][1024];
+    static int next;
+    char *p = ring[next++ % 16];
+    if ((size_t)snprintf(p, 1024, "%s/%s", dir, name) >= 1024) V3_FATAL("test path too long: %s/%s", dir, name);
+    return p;
+}
+
+static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw) { return remove(p); }
+
+void test_rm_tree(char *dir) {
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(dir);
+}
+
+int test_done(int rc, char *dir) {
+    if (rc == 0) test_rm_tree(dir);
+    else free(dir);
+    return rc;
+}
+
+int test_read_all(const char *p, unsigned char **buf, size_t *n) {
+    FILE *f = fopen(p, "rb");
+    if (!f) return -1;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    *buf = xmalloc((size_t)len + 1);
+    *n = fread(*buf, 1, (size_t)len, f);
+    (*buf)[*n] = 0;
+    fclose(f);
+    return *n == (size_t)len ? 0 : -1;
+}
+
+int test_write_all(const char *p, const void *buf, size_t n) {
+    FILE *f = fopen(p, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(buf, 1, n, f);
+    return (fclose(f) == 0 && w == n) ? 0 : -1;
 }
