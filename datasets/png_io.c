@@ -107,30 +107,20 @@ int png_read_rgb(const char *path, int expect_w, int expect_h, uint8_t **pix, in
     return 0;
 }
 
-/* Write to path.tmp.<pid>, fsync, rename: a crash never leaves a half-written page under the final name. */
-int png_write_rgb(const char *path, const uint8_t *pix, int w, int h) {
-    if (w <= 0 || h <= 0) return v3_error("%s: cannot write a %dx%d PNG", path, w, h);
-    char tmp[1100];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp)
-        return v3_error("%s: path too long", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return v3_error("%s: cannot create temporary file %s", path, tmp);
+/* Encode an RGB image into the open stream f (a file, or a memory stream). `what` names it in errors. */
+static int encode_rgb(const char *what, FILE *f, const uint8_t *pix, int w, int h) {
     PngCtx ctx = {0};
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ctx, on_png_error, on_png_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!info) {
         png_destroy_write_struct(&png, NULL);
-        fclose(f);
-        remove(tmp);
-        return v3_error("%s: libpng initialisation failed", path);
+        return v3_error("%s: libpng initialisation failed", what);
     }
     png_bytep *volatile rows = NULL;
     if (setjmp(ctx.jb)) {
         free(rows);
         png_destroy_write_struct(&png, &info);
-        fclose(f);
-        remove(tmp);
-        return v3_error("%s: PNG write failed (%s)", path, ctx.msg);
+        return v3_error("%s: PNG write failed (%s)", what, ctx.msg);
     }
     png_init_io(png, f);
     /* Noisy pages barely compress (46 KB raw -> ~35 KB); level 3 encodes ~1.5x faster than the default 6 for
@@ -145,6 +135,22 @@ int png_write_rgb(const char *path, const uint8_t *pix, int w, int h) {
     png_write_end(png, NULL);
     free(rows);
     png_destroy_write_struct(&png, &info);
+    return 0;
+}
+
+/* Write to path.tmp.<pid>, fsync, rename: a crash never leaves a half-written page under the final name. */
+int png_write_rgb(const char *path, const uint8_t *pix, int w, int h) {
+    if (w <= 0 || h <= 0) return v3_error("%s: cannot write a %dx%d PNG", path, w, h);
+    char tmp[1100];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp)
+        return v3_error("%s: path too long", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return v3_error("%s: cannot create temporary file %s", path, tmp);
+    if (encode_rgb(path, f, pix, w, h)) {
+        fclose(f);
+        remove(tmp);
+        return -1;
+    }
     int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
     bad |= fclose(f) != 0;
     if (bad) {
@@ -155,5 +161,19 @@ int png_write_rgb(const char *path, const uint8_t *pix, int w, int h) {
         remove(tmp);
         return v3_error("%s: cannot rename %s into place", path, tmp);
     }
+    return 0;
+}
+
+int png_encode_rgb(const uint8_t *pix, int w, int h, uint8_t **out, size_t *n) {
+    if (w <= 0 || h <= 0) return v3_error("cannot encode a %dx%d PNG", w, h);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return v3_error("PNG encoding: cannot open a memory stream");
+    int rc = encode_rgb("in-memory PNG", f, pix, w, h);
+    fclose(f);
+    if (rc) { free(buf); return -1; }
+    *out = (uint8_t *)buf;
+    *n = len;
     return 0;
 }

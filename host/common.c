@@ -8,6 +8,7 @@
 #include <time.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 static _Thread_local char g_err[1024]; /* per thread: the loader thread reports its own errors */
@@ -67,17 +68,18 @@ void ffree(float *p) { free(p); }
 
 /* CRC-32C, reflected polynomial 0x82F63B78, table built on first use. */
 static uint32_t crc_table[256];
-static int crc_ready;
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT; /* the loader thread checksums too */
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc_table[i] = c;
+    }
+}
 
 uint32_t crc32c(uint32_t crc, const void *data, size_t n) {
-    if (!crc_ready) {
-        for (uint32_t i = 0; i < 256; i++) {
-            uint32_t c = i;
-            for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-            crc_table[i] = c;
-        }
-        crc_ready = 1;
-    }
+    pthread_once(&crc_once, crc_init);
     const unsigned char *p = data;
     crc = ~crc;
     while (n--) crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);

@@ -19,6 +19,7 @@
 #include "cuda_backend.h"
 #include "datasource.h"
 #include "loader.h"
+#include "tb_events.h"
 #include "devops.h"
 #include "gpu_model.h"
 #include "model.h"
@@ -81,6 +82,7 @@ typedef struct {
     uint64_t seed;
     float *xb;           /* validation batch */
     FILE *log;
+    TbWriter *tb;        /* TensorBoard scalars beside log.jsonl (DIR/tb) */
     char dir[1024], ckdir[1100];
 } Run;
 
@@ -130,6 +132,19 @@ static int validate(Run *r, double *val_loss, double *purity, LossTerms *mean) {
     free(all_ind);
     free(all_content);
     return 0;
+}
+
+/* Every loss term as TensorBoard scalars "<prefix>/<term>". Write errors are ignored: log.jsonl is the record
+ * of the run, the event file a view of it. */
+static void tb_terms(TbWriter *tb, const char *prefix, int64_t step, const LossTerms *L) {
+    static const char *const names[] = {"loss", "recon", "commit", "content", "style", "sample", "fragment",
+                                        "Fc", "Sc", "Fs", "Ss"};
+    const double *v = &L->total;
+    char tag[64];
+    for (int i = 0; i < 11 && tb; i++) {
+        snprintf(tag, sizeof tag, "%s/%s", prefix, names[i]);
+        tb_scalar(tb, tag, step, (float)v[i]);
+    }
 }
 
 static void log_terms(FILE *f, const LossTerms *L) {
@@ -258,6 +273,7 @@ static int setup(Run *r, const TrainOpts *o, Config *c) {
 
 static void teardown(Run *r) {
     if (r->log) fclose(r->log);
+    tb_close(r->tb);
     gpu_model_free(r->gm);
     model_free(r->m);
     loader_free(r->ld);
@@ -296,6 +312,9 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
                     epoch, lr);
             log_terms(r->log, &L);
             fprintf(r->log, ",\"perplexity\":%.6f}\n", vq_perplexity(&r->m->vq));
+            tb_terms(r->tb, "train", (int64_t)step, &L);
+            tb_scalar(r->tb, "train/lr", (int64_t)step, (float)lr);
+            tb_scalar(r->tb, "train/perplexity", (int64_t)step, (float)vq_perplexity(&r->m->vq));
             fflush(r->log);
             double el = now_seconds() - t0, rate = (step - step0) / (el > 0 ? el : 1e-9);
             v3_log("step %llu/%llu  epoch %d  loss %.5f (recon %.5f content %.4f style %.4f sample %.4f fragment "
@@ -313,6 +332,8 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
                 fputc(',', r->log);
                 log_terms(r->log, &V);
                 fprintf(r->log, ",\"purity\":%.6f}\n", purity);
+                tb_terms(r->tb, "val", (int64_t)step, &V);
+                tb_scalar(r->tb, "val/purity", (int64_t)step, (float)purity);
                 fflush(r->log);
                 v3_log("val  epoch %d  loss %.5f  recon %.5f  codebook purity %.4f\n", epoch, last_val, V.recon,
                        purity);
@@ -383,6 +404,9 @@ int train_run(const TrainOpts *o) {
     }
     r.log = fopen(logp, o->resume ? "a" : "w");
     if (!r.log) { teardown(&r); return v3_error("%s: cannot open log: %s", logp, strerror(errno)); }
+    char tbdir[1100];
+    snprintf(tbdir, sizeof tbdir, "%s/tb", r.dir);
+    if (!(r.tb = tb_open(tbdir))) v3_log("v3: warning: %s; continuing without TensorBoard files\n", v3_last_error());
     FILE *cf;
     char cpath[1100];
     snprintf(cpath, sizeof cpath, "%s/config.txt", r.dir);

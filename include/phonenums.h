@@ -39,5 +39,7 @@ void phonenums_colour_rgb(int ood, int c, uint8_t rgb[3]);
 /* PNG I/O (libpng), 8-bit RGB. png_read_rgb: -1 with v3_last_error() naming the file on any decode error,
  * a wrong size or a non-RGB image (expect_w/expect_h: required size, 0 = any). *pix is xmalloc'ed. */
 int png_write_rgb(const char *path, const uint8_t *pix, int w, int h);
+/* Encode into a malloc'ed buffer (*out, *n bytes; free() it), e.g. for TensorBoard image summaries. */
+int png_encode_rgb(const uint8_t *pix, int w, int h, uint8_t **out, size_t *n);
 int png_read_rgb(const char *path, int expect_w, int expect_h, uint8_t **pix, int *w, int *h);
 #endif
