@@ -132,3 +132,28 @@ TEST(tb_events_read_back_scalars_and_image) {
     test_rm_tree(dir);
     return 0;
 }
+
+/* TensorBoard itself reads the files (CI installs it into a venv and sets V3_TB_PYTHON; skipped elsewhere). */
+TEST(tb_events_read_by_tensorboard) {
+    const char *py = getenv("V3_TB_PYTHON");
+    if (!py || !*py) SKIP("V3_TB_PYTHON not set (.ci/run installs tensorboard from PyPI and sets it)");
+    char *dir = test_tmpdir("tbpy");
+    TbWriter *w = tb_open(dir);
+    CHECK(w, "tb_open: %s", v3_last_error());
+    CHECK(!tb_scalar(w, "train/loss", 1, 2.5f) && !tb_scalar(w, "train/loss", 2, 1.5f), "scalars");
+    uint8_t img[5 * 4 * 3] = {0};
+    CHECK(!tb_image_rgb(w, "recon/sample0", 2, img, 5, 4), "image");
+    tb_close(w);
+    char cmd[1400], out[4096];
+    snprintf(cmd, sizeof cmd, "%s tools/tb_read.py %s 2>/dev/null", py, dir);
+    FILE *p = popen(cmd, "r");
+    CHECK(p, "popen");
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    CHECK(st == 0, "%s exited with %d: %s", cmd, st, out);
+    CHECK(strstr(out, "scalar train/loss 2 1 2.5\n"), "TensorBoard saw: %s", out);
+    CHECK(strstr(out, "image recon/sample0 1 2 5 4\n"), "TensorBoard saw: %s", out);
+    test_rm_tree(dir);
+    return 0;
+}
