@@ -19,6 +19,7 @@
 #include "cuda_backend.h"
 #include "datasource.h"
 #include "loader.h"
+#include "progress.h"
 #include "tb_events.h"
 #include "devops.h"
 #include "gpu_model.h"
@@ -317,10 +318,11 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
             tb_scalar(r->tb, "train/perplexity", (int64_t)step, (float)vq_perplexity(&r->m->vq));
             fflush(r->log);
             double el = now_seconds() - t0, rate = (step - step0) / (el > 0 ? el : 1e-9);
-            v3_log("step %llu/%llu  epoch %d  loss %.5f (recon %.5f content %.4f style %.4f sample %.4f fragment "
-                   "%.4f commit %.5f)  %.0f frag/s  ETA %.0fs\n", (unsigned long long)step,
-                   (unsigned long long)total, epoch, L.total, L.recon, L.content, L.style, L.sample, L.fragment,
-                   L.commit, rate * B * c->n_fragments, (total - step) / rate);
+            /* what matters first (a narrow terminal cuts the line): progress, loss, speed, ETA; then the terms */
+            progress_update(step == total, "step %llu/%llu  epoch %d  loss %.5f  %.0f frag/s  ETA %.0fs  (recon %.5f "
+                            "content %.4f style %.4f sample %.4f fragment %.4f commit %.5f)", (unsigned long long)step,
+                            (unsigned long long)total, epoch, L.total, rate * B * c->n_fragments, (total - step) / rate,
+                            L.recon, L.content, L.style, L.sample, L.fragment, L.commit);
         }
         if (step % r->spe == 0) { /* epoch end: validate, checkpoint */
             if ((epoch + 1) % c->val_every_n_epochs == 0) {
@@ -335,6 +337,7 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
                 tb_terms(r->tb, "val", (int64_t)step, &V);
                 tb_scalar(r->tb, "val/purity", (int64_t)step, (float)purity);
                 fflush(r->log);
+                progress_break();
                 v3_log("val  epoch %d  loss %.5f  recon %.5f  codebook purity %.4f\n", epoch, last_val, V.recon,
                        purity);
             }
@@ -345,6 +348,7 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
             if (save_latest(r, step, epoch + 1, last_val)) return -1;
         }
     }
+    progress_break();
     if (step % r->spe != 0 || step == step0) /* mid-epoch stop (or nothing run): make the state resumable */
         if (save_latest(r, step, (int)(step / r->spe), last_val)) return -1;
     if (g_stop) {

@@ -1,0 +1,11 @@
+/* Training status on stderr: on a terminal one line redrawn in place (at most every 0.1 s, and always when
+ * forced); when stderr is not a terminal (CI, pipes, files) every update is a plain line. Silent when
+ * v3_verbose <= 0 (--quiet). */
+#ifndef V3_PROGRESS_H
+#define V3_PROGRESS_H
+#include "common.h"
+
+void progress_update(int force, const char *fmt, ...) V3_PRINTF(2, 3);
+/* End an in-place line (newline) before other output; a no-op when none is showing. */
+void progress_break(void);
+#endif
