@@ -68,11 +68,12 @@ static int bench_one(const char *dir, int B, int frags, int iters, int gpu, Row 
 int cmd_bench(int argc, char **argv) {
     const char *dirs[16], *json = "bench/loader.json", *device = "auto";
     int nd = 0, B = 32, frags = 0, iters = 20;
-    if (argc < 2 || strcmp(argv[1], "loader")) {
-        fprintf(stderr, "usage: v3 bench loader --data DIR [--data DIR ...] [--batch 32] [--frags N] [--batches 20] "
+    int help = argc >= 2 && (!strcmp(argv[argc - 1], "--help") || !strcmp(argv[argc - 1], "-h"));
+    if (argc < 2 || strcmp(argv[1], "loader") || help) {
+        fprintf(help ? stdout : stderr, "usage: v3 bench loader --data DIR [--data DIR ...] [--batch 32] [--frags N] [--batches 20] "
                         "[--device auto|cpu|cuda] [--json bench/loader.json]\n"
                         "(kernel benchmarks are separate programs: make bench, then ./bench/bench_vq etc.)\n");
-        return 2;
+        return help ? 0 : 2;
     }
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];

@@ -37,6 +37,27 @@ static int fail(void) {
     return 1;
 }
 
+static void train_usage(FILE *f) {
+    fprintf(f,
+            "usage: v3 train --config FILE --out DIR [options]\n"
+            "  --config FILE        YAML config (the authors' cfg_v3_*.yaml load unchanged)     required\n"
+            "  --out DIR            run directory: log.jsonl, tb/, config.txt, checkpoints/      required\n"
+            "  --data DIR           dataset directory, overrides the config's data_dir           default: data_dir\n"
+            "  --steps N            total steps to train to                     default: epochs x steps per epoch\n"
+            "  --resume             continue DIR from checkpoints/latest.v3ck, replaying exactly  default: off\n"
+            "  --device D           auto | cpu | cuda (auto: the GPU when one is present)        default: auto\n"
+            "  --math M             fp32 | tf32 | bf16 (CUDA path; fp32 is exact)               default: fp32\n"
+            "  --set KEY=VALUE      override any config key, e.g. optimizer_config.lr=5e-4 (repeatable)\n"
+            "  --quiet              no progress output (the final metrics line is still printed)\n"
+            "exit codes: 0 ok, 1 error (one line naming file, field and expectation), 2 usage error,\n"
+            "            130 interrupted by SIGINT/SIGTERM after saving a resumable checkpoint\n");
+}
+
+static void info_usage(FILE *f) {
+    fprintf(f, "usage: v3 info --config FILE [--set KEY=VALUE ...]\n"
+               "  prints the architecture and the parameter counts (total, encoder, decoder, trained, codebook)\n");
+}
+
 static int cmd_train(int argc, char **argv) {
     TrainOpts o;
     memset(&o, 0, sizeof o);
@@ -60,7 +81,7 @@ static int cmd_train(int argc, char **argv) {
             o.sets[o.n_sets++] = argv[++i];
         } else if (!strcmp(a, "--resume")) o.resume = 1;
         else if (!strcmp(a, "--quiet")) v3_verbose = 0;
-        else if (!strcmp(a, "--help")) { usage(stdout); return 0; }
+        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { train_usage(stdout); return 0; }
         else return usage_error("train", "unknown or incomplete option", a);
     }
     if (!o.config_path) return usage_error("train", "missing required option", "--config FILE");
@@ -78,7 +99,7 @@ static int cmd_info(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--config") && i + 1 < argc) path = argv[++i];
         else if (!strcmp(argv[i], "--set") && i + 1 < argc && ns < 64) sets[ns++] = argv[++i];
-        else if (!strcmp(argv[i], "--help")) { usage(stdout); return 0; }
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { info_usage(stdout); return 0; }
         else return usage_error("info", "unknown or incomplete option", argv[i]);
     }
     if (!path) return usage_error("info", "missing required option", "--config FILE");

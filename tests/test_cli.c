@@ -97,3 +97,17 @@ TEST(cli_data_generators_reject_bad_input) {
     CHECK(rc == 1 && (strstr(out, "/nonexistent/f.otf") || strstr(out, "libfreetype-dev")), "exit %d: %s", rc, out);
     return one_line_error("./v3 data info /nonexistent/v3data", 1, "/nonexistent/v3data");
 }
+
+TEST(cli_every_subcommand_has_help) {
+    NEED_V3();
+    const char *cmds[] = {"./v3 --help", "./v3 train --help", "./v3 info --help", "./v3 data --help",
+                          "./v3 data phonenums --help", "./v3 bench --help", "./v3 bench loader --help"};
+    char out[8192];
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        int rc = sh(cmds[i], out, sizeof out);
+        CHECK(rc == 0 && strstr(out, "usage: v3"), "%s: exit %d, output: %.200s", cmds[i], rc, out);
+    }
+    int rc = sh("./v3 train --help", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "default: auto") && strstr(out, "--math"), "train --help lacks defaults: %s", out);
+    return 0;
+}
