@@ -358,13 +358,6 @@ static void bench_gemm(int n, const int *modes, int nmodes) {
     ffree(A), ffree(B), ffree(C);
 }
 
-static int has(const char *list, const char *item) {
-    size_t n = strlen(item);
-    for (const char *p = list; (p = strstr(p, item)); p += n)
-        if ((p == list || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return 1;
-    return 0;
-}
-
 int main(int argc, char **argv) {
     const char *out = "bench/conv.json", *maths = "fp32,tf32,bf16", *configs = "insnotes,phonenums";
     int gemm_n = 8192;
@@ -381,7 +374,7 @@ int main(int argc, char **argv) {
     }
     int modes[3], nmodes = 0;
     for (int m = 0; m < 3; m++)
-        if (has(maths, v3_math_name((V3Math)m))) modes[nmodes++] = m;
+        if (bench_list_has(maths, v3_math_name((V3Math)m))) modes[nmodes++] = m;
     if (!nmodes || gemm_n < 0) {
         fprintf(stderr, "bench_conv: --math expects a list of fp32,tf32,bf16; --gemm a size >= 0\n");
         return 2;
@@ -391,7 +384,7 @@ int main(int argc, char **argv) {
     bench_init_device(desc, sizeof desc);
     const char *names[] = {"insnotes", "phonenums"};
     for (int k = 0; k < 2; k++)
-        if (has(configs, names[k]) && collect(names[k])) {
+        if (bench_list_has(configs, names[k]) && collect(names[k])) {
             fprintf(stderr, "bench_conv: %s\n", v3_last_error());
             return 1;
         }

@@ -34,13 +34,6 @@ static void run_forward(void *p) {
 static void run_backward(void *p) { gpu_model_backward(((StepCtx *)p)->g); }
 static void run_adamw(void *p) { gpu_model_adamw(((StepCtx *)p)->g, ((StepCtx *)p)->lr); }
 
-static int has(const char *list, const char *item) {
-    size_t n = strlen(item);
-    for (const char *p = list; (p = strstr(p, item)); p += n)
-        if ((p == list || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return 1;
-    return 0;
-}
-
 int main(int argc, char **argv) {
     const char *out = "bench/step.json", *configs = "insnotes,phonenums", *maths = "fp32,tf32,bf16";
     int steps = 20, B = 32;
@@ -57,7 +50,7 @@ int main(int argc, char **argv) {
     bench_init_device(desc, sizeof desc);
     const char *names[] = {"insnotes", "phonenums"};
     for (int ci = 0; ci < 2; ci++) {
-        if (!has(configs, names[ci])) continue;
+        if (!bench_list_has(configs, names[ci])) continue;
         char path[64];
         snprintf(path, sizeof path, "configs/%s.yaml", names[ci]);
         Config c;
@@ -65,7 +58,7 @@ int main(int argc, char **argv) {
         if (config_load(path, &c)) { fprintf(stderr, "bench_step: %s\n", v3_last_error()); return 1; }
         for (int mi = 0; mi < 3; mi++) {
             V3Math math = (V3Math)mi;
-            if (!has(maths, v3_math_name(math))) continue;
+            if (!bench_list_has(maths, v3_math_name(math))) continue;
             Model *m = model_build(&c, 0);
             if (!m) { fprintf(stderr, "bench_step: %s\n", v3_last_error()); return 1; }
             cuda_set_math(math);

@@ -107,3 +107,10 @@ void bench_init_device(char *desc, size_t n) {
     }
     printf("device: %s\n", desc);
 }
+
+int bench_list_has(const char *list, const char *item) {
+    size_t n = strlen(item);
+    for (const char *p = list; (p = strstr(p, item)); p += n)
+        if ((p == list || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return 1;
+    return 0;
+}

@@ -35,4 +35,6 @@ int bench_finish(const char *path, const char *device);
 /* Start-up shared by the bench programs: probe + init the device or print why not and exit(2).
  * Fills desc (>= 256 bytes). */
 void bench_init_device(char *desc, size_t n);
+/* Is item one of the comma-separated entries of list ("fp32,tf32" has "tf32", not "tf")? */
+int bench_list_has(const char *list, const char *item);
 #endif

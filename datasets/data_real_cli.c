@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "data_cli.h"
@@ -33,19 +34,31 @@ static long long dir_bytes(const char *dir, int depth) {
 
 /* One line per split that exists, read back through the loader's own opener. */
 int cmd_data_info_dir(const char *dir) {
-    static const char *const splits[] = {"train", "val", "test", "1_shot", "5_shot", "10_shot"};
-    int shown = 0;
-    for (size_t k = 0; k < sizeof splits / sizeof splits[0]; k++) {
-        DataSource ds;
-        if (datasource_open(dir, splits[k], 0, &ds)) {
-            const char *e = v3_last_error();
-            if (strstr(e, "exists only in OOD") || strstr(e, "an OOD set has")) continue; /* not this kind of set */
-            return data_fail();
-        }
-        if (!shown++) printf("%s: %s\n", dir, ds.desc);
-        printf("  %-8s %6llu samples x %u fragments x [%u, %u, %u]; %u contents, %u styles\n", splits[k],
+    /* test exists in every set; it tells whether the others are train/val or the few-shot splits */
+    static const char *const id_splits[] = {"test", "train", "val"}, *const ood_splits[] = {"test", "1_shot", "5_shot",
+                                                                                           "10_shot"};
+    DataSource ds;
+    if (datasource_open(dir, "test", 0, &ds)) return data_fail();
+    int ood = ds.ood, n = ood ? 4 : 3;
+    printf("%s: %s\n", dir, ds.desc);
+    datasource_close(&ds);
+    for (int k = 0; k < n; k++) {
+        const char *split = ood ? ood_splits[k] : id_splits[k];
+        if (datasource_open(dir, split, 0, &ds)) return data_fail();
+        printf("  %-8s %6llu samples x %u fragments x [%u, %u, %u]; %u contents, %u styles\n", split,
                (unsigned long long)ds.n_samples, ds.n_frag, ds.C, ds.H, ds.W, ds.n_content, ds.n_style);
         datasource_close(&ds);
+    }
+    char bank_path[1100];
+    snprintf(bank_path, sizeof bank_path, "%s/bank.v3nb", dir);
+    InsnotesBank bank;
+    if (access(bank_path, F_OK) == 0) { /* InsNotes: is the clip length long enough for the release tails? */
+        if (insnotes_bank_load(bank_path, &bank)) return data_fail();
+        int prog;
+        double tail = insnotes_bank_worst_tail(&bank, &prog);
+        printf("  bank: %u clips of %u samples; worst tail at the clip end %.4f of the clip's peak (GM program %d)\n",
+               bank.n_programs * bank.n_pitches * bank.n_layers, bank.clip_len, tail, prog);
+        insnotes_bank_free(&bank);
     }
     printf("  on disk: %.2f MB\n", dir_bytes(dir, 1) / 1e6);
     return 0;

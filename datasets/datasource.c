@@ -53,6 +53,26 @@ int datasource_open(const char *dir, const char *split, int n_frag, DataSource *
                     "synth)", dir, split);
 }
 
+void datasource_set(DataSource *ds, const char *dir, const char *split, const DataSourceShape *sh, void *impl,
+                    int (*get_batch)(DataSource *, const uint64_t *, const uint64_t *, int, float *, int32_t *,
+                                     int32_t *),
+                    void (*close)(DataSource *)) {
+    snprintf(ds->dir, sizeof ds->dir, "%s", dir);
+    snprintf(ds->split, sizeof ds->split, "%s", split);
+    snprintf(ds->kind, sizeof ds->kind, "%s", sh->kind);
+    ds->n_samples = sh->n_samples;
+    ds->n_frag = sh->n_frag;
+    ds->C = sh->C;
+    ds->H = sh->H;
+    ds->W = sh->W;
+    ds->n_content = sh->n_content;
+    ds->n_style = sh->n_style;
+    ds->ood = sh->ood;
+    ds->impl = impl;
+    ds->get_batch = get_batch;
+    ds->close = close;
+}
+
 void datasource_close(DataSource *ds) {
     if (ds && ds->close) ds->close(ds);
     if (ds) memset(ds, 0, sizeof *ds);
@@ -93,19 +113,8 @@ int v3ds_source_open(const char *dir, const char *split, int n_frag, DataSource 
         return rc;
     }
     memset(ds, 0, sizeof *ds);
-    snprintf(ds->dir, sizeof ds->dir, "%s", dir);
-    snprintf(ds->split, sizeof ds->split, "%s", split);
-    snprintf(ds->kind, sizeof ds->kind, "v3ds");
+    DataSourceShape sh = {"v3ds", d->n_samples, d->n_frag, d->C, d->H, d->W, d->n_content, d->n_style, 0};
+    datasource_set(ds, dir, split, &sh, d, v3ds_get, v3ds_close);
     snprintf(ds->desc, sizeof ds->desc, "%.200s (%llu samples)", d->path, (unsigned long long)d->n_samples);
-    ds->n_samples = d->n_samples;
-    ds->n_frag = d->n_frag;
-    ds->C = d->C;
-    ds->H = d->H;
-    ds->W = d->W;
-    ds->n_content = d->n_content;
-    ds->n_style = d->n_style;
-    ds->impl = d;
-    ds->get_batch = v3ds_get;
-    ds->close = v3ds_close;
     return 0;
 }

@@ -169,26 +169,17 @@ static unsigned char *encode_payload(const InsnotesBank *b, size_t *len) {
     return buf;
 }
 
+typedef struct { const void *head, *body; size_t nhead, nbody; } TwoParts;
+
+static int write_parts(FILE *f, void *ctx) {
+    const TwoParts *t = ctx;
+    return (t->nhead && fwrite(t->head, 1, t->nhead, f) != t->nhead) ||
+           (t->nbody && fwrite(t->body, 1, t->nbody, f) != t->nbody);
+}
+
 int insnotes_write_atomic(const char *path, const void *head, size_t nhead, const void *body, size_t nbody) {
-    size_t n = strlen(path) + 8;
-    char *tmp = xmalloc(n);
-    snprintf(tmp, n, "%s.tmp", path);
-    int rc = -1;
-    FILE *f = fopen(tmp, "wb");
-    if (!f) v3_error("%s: cannot create %s: %s", path, tmp, strerror(errno));
-    else {
-        int werr = 0;
-        if ((nhead && fwrite(head, 1, nhead, f) != nhead) || (nbody && fwrite(body, 1, nbody, f) != nbody) ||
-            fflush(f) || fsync(fileno(f)))
-            werr = errno ? errno : EIO;
-        if (fclose(f) && !werr) werr = errno ? errno : EIO;
-        if (werr) v3_error("%s: write to %s failed: %s", path, tmp, strerror(werr));
-        else if (rename(tmp, path)) v3_error("%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-        else rc = fsync_parent_dir(path);
-        if (rc && access(tmp, F_OK) == 0) remove(tmp); /* leave nothing partial behind */
-    }
-    free(tmp);
-    return rc;
+    TwoParts t = {head, body, nhead, nbody};
+    return write_file_atomic(path, write_parts, &t);
 }
 
 int insnotes_bank_save(const char *path, const InsnotesBank *b) {
@@ -430,4 +421,25 @@ int insnotes_bank_render(const char *soundfont, const int *programs, int n_progr
     if (rc) insnotes_bank_free(b);
     return rc;
 #endif
+}
+
+double insnotes_bank_worst_tail(const InsnotesBank *b, int *program) {
+    size_t n = (size_t)b->n_programs * b->n_pitches * b->n_layers, L = b->clip_len, tail = L < 100 ? L : 100;
+    double worst = 0;
+    if (program) *program = -1;
+    for (size_t c = 0; c < n; c++) {
+        const int16_t *x = b->clips + c * L;
+        int peak = 0, end = 0;
+        for (size_t t = 0; t < L; t++) {
+            int a = x[t] < 0 ? -x[t] : x[t];
+            if (a > peak) peak = a;
+            if (t >= L - tail && a > end) end = a;
+        }
+        double r = peak ? (double)end / peak : 0; /* the per-clip gain cancels */
+        if (r > worst) {
+            worst = r;
+            if (program) *program = b->programs[c / ((size_t)b->n_pitches * b->n_layers)];
+        }
+    }
+    return worst;
 }

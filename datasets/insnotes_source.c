@@ -314,23 +314,13 @@ int insnotes_open(const char *dir, const char *split, int n_frag, DataSource *ds
         ins_close(ds);
         return -1;
     }
-    snprintf(ds->dir, sizeof ds->dir, "%s", dir);
-    snprintf(ds->split, sizeof ds->split, "%s", split);
-    snprintf(ds->kind, sizeof ds->kind, "insnotes");
+    DataSourceShape sh = {"insnotes", (uint64_t)n, (uint32_t)n_frag, 1, INSNOTES_BINS, INSNOTES_FRAMES, 12,
+                          s->bank.n_programs, h.ood};
+    datasource_set(ds, dir, split, &sh, s, ins_get_batch, ins_close);
     const char *sf = strrchr(h.soundfont, '/');
     snprintf(ds->desc, sizeof ds->desc, "insnotes (%.80s, %u programs%s, %u velocity layers), %.31s: %d of %d files",
              sf ? sf + 1 : h.soundfont[0] ? h.soundfont : "unknown soundfont", s->bank.n_programs,
              h.ood ? " OOD" : "", s->bank.n_layers, split, n, s->n_files_all);
-    ds->n_samples = (uint64_t)n;
-    ds->n_frag = (uint32_t)n_frag;
-    ds->C = 1;
-    ds->H = INSNOTES_BINS;
-    ds->W = INSNOTES_FRAMES;
-    ds->n_content = 12;
-    ds->n_style = s->bank.n_programs;
-    ds->impl = s;
-    ds->get_batch = ins_get_batch;
-    ds->close = ins_close;
     return 0;
 }
 

@@ -240,20 +240,10 @@ int phonenums_open(const char *dir, const char *split, int n_frag, DataSource *d
         return -1;
     }
     for (int v = 0; v < 256; v++) m->lut[v] = ((float)v / 255.0f - 0.5f) / 0.5f;
-    snprintf(ds->dir, sizeof ds->dir, "%s", dir);
-    snprintf(ds->split, sizeof ds->split, "%s", split);
-    snprintf(ds->kind, sizeof ds->kind, "phonenums");
+    DataSourceShape sh = {"phonenums", (uint64_t)m->n, (uint32_t)n_frag, 3, PHONENUMS_H, PHONENUMS_PATCH_W,
+                          PHONENUMS_DIGITS, PHONENUMS_N_COLOURS, ood};
+    datasource_set(ds, dir, split, &sh, m, pn_get_batch, pn_close);
     snprintf(ds->desc, sizeof ds->desc, "phonenums (%s palette), %d pages of 10 digits, %d fragments per sample",
              ood ? "OOD" : "training", m->n, n_frag);
-    ds->n_samples = (uint64_t)m->n;
-    ds->n_frag = (uint32_t)n_frag;
-    ds->C = 3;
-    ds->H = PHONENUMS_H;
-    ds->W = PHONENUMS_PATCH_W;
-    ds->n_content = PHONENUMS_DIGITS;
-    ds->n_style = PHONENUMS_N_COLOURS;
-    ds->impl = m;
-    ds->get_batch = pn_get_batch;
-    ds->close = pn_close;
     return 0;
 }

@@ -314,14 +314,14 @@ static void build_header(unsigned char *h, const Dataset *d, uint32_t pcrc) {
 }
 
 /* Write header + payload to an already-open temp file and make it durable; -1 with errno set on failure. */
-static int write_tmp(FILE *f, const Dataset *d, const Sizes *s) {
+typedef struct { const Dataset *d; const Sizes *s; } SaveCtx;
+
+static int write_body(FILE *f, void *ctx) {
+    const SaveCtx *c = ctx;
     unsigned char h[V3DS_HEADER_BYTES];
-    build_header(h, d, payload_crc(d, s));
-    if (fwrite(h, 1, sizeof h, f) != sizeof h || write_words(f, d->x, (size_t)s->x_elems) ||
-        write_words(f, d->content, (size_t)s->labels) || write_words(f, d->style, (size_t)s->labels) || fflush(f) ||
-        fsync(fileno(f)))
-        return -1;
-    return 0;
+    build_header(h, c->d, payload_crc(c->d, c->s));
+    return fwrite(h, 1, sizeof h, f) != sizeof h || write_words(f, c->d->x, (size_t)c->s->x_elems) ||
+           write_words(f, c->d->content, (size_t)c->s->labels) || write_words(f, c->d->style, (size_t)c->s->labels);
 }
 
 int dataset_save(const char *path, const Dataset *d) {
@@ -331,22 +331,8 @@ int dataset_save(const char *path, const Dataset *d) {
     if (compute_sizes(d->n_samples, d->n_frag, d->C, d->H, d->W, &s, &why))
         return v3_error("%s: refusing to save: %s", path, why);
     if (check_contents(path, d)) return -1; /* never write a file that load would reject */
-    size_t n = strlen(path) + 8;
-    char *tmp = xmalloc(n);
-    snprintf(tmp, n, "%s.tmp", path);
-    int rc = -1;
-    FILE *f = fopen(tmp, "wb");
-    if (!f) v3_error("%s: cannot create %s: %s", path, tmp, strerror(errno));
-    else {
-        int werr = write_tmp(f, d, &s) ? errno : 0;
-        if (fclose(f) && !werr) werr = errno ? errno : EIO;
-        if (werr) v3_error("%s: write to %s failed: %s", path, tmp, strerror(werr));
-        else if (rename(tmp, path)) v3_error("%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-        else rc = fsync_parent_dir(path);
-        if (rc && access(tmp, F_OK) == 0) remove(tmp); /* leave nothing partial behind */
-    }
-    free(tmp);
-    return rc;
+    SaveCtx c = {d, &s};
+    return write_file_atomic(path, write_body, &c);
 }
 
 /* ---- batching ---- */

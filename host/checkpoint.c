@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +51,16 @@ static void fill_header(unsigned char *h, const Model *m, const CkptMeta *meta, 
     put32(h, 120, crc32c(0, h, 120));
 }
 
+typedef struct { const unsigned char *h; const Span *s; int ns; } CkptWrite;
+
+static int write_ckpt(FILE *f, void *ctx) {
+    const CkptWrite *c = ctx;
+    if (fwrite(c->h, 1, V3CK_HEADER_BYTES, f) != V3CK_HEADER_BYTES) return -1;
+    for (int i = 0; i < c->ns; i++)
+        if (fwrite(c->s[i].p, sizeof(float), c->s[i].n, f) != c->s[i].n) return -1;
+    return 0;
+}
+
 int checkpoint_save(const char *path, const Model *m, const CkptMeta *meta) {
     Span s[8];
     int ns = payload_spans(m, s);
@@ -59,28 +68,8 @@ int checkpoint_save(const char *path, const Model *m, const CkptMeta *meta) {
     for (int i = 0; i < ns; i++) crc = crc32c(crc, s[i].p, s[i].n * sizeof(float));
     unsigned char h[V3CK_HEADER_BYTES];
     fill_header(h, m, meta, crc);
-    size_t plen = strlen(path);
-    char *tmp = xmalloc(plen + 8);
-    snprintf(tmp, plen + 8, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        int e = errno;
-        free(tmp);
-        return v3_error("%s: cannot write checkpoint: %s", path, strerror(e));
-    }
-    int ok = fwrite(h, 1, sizeof h, f) == sizeof h;
-    for (int i = 0; ok && i < ns; i++) ok = fwrite(s[i].p, sizeof(float), s[i].n, f) == s[i].n;
-    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        free(tmp);
-        return v3_error("%s: writing checkpoint failed: %s", path, strerror(e));
-    }
-    free(tmp);
-    fsync_parent_dir(path);
-    return 0;
+    CkptWrite c = {h, s, ns};
+    return write_file_atomic(path, write_ckpt, &c);
 }
 
 static int read_header(const char *path, FILE *f, unsigned char *h) {

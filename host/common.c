@@ -115,3 +115,23 @@ int fsync_parent_dir(const char *path) {
     free(dir);
     return rc;
 }
+
+int write_file_atomic(const char *path, int (*write)(FILE *f, void *ctx), void *ctx) {
+    size_t n = strlen(path) + 8;
+    char *tmp = xmalloc(n);
+    snprintf(tmp, n, "%s.tmp", path);
+    int rc = -1;
+    FILE *f = fopen(tmp, "wb");
+    if (!f) v3_error("%s: cannot create %s: %s", path, tmp, strerror(errno));
+    else {
+        errno = 0;
+        int werr = (write(f, ctx) || fflush(f) || fsync(fileno(f))) ? (errno ? errno : EIO) : 0;
+        if (fclose(f) && !werr) werr = errno ? errno : EIO;
+        if (werr) v3_error("%s: write to %s failed: %s", path, tmp, strerror(werr));
+        else if (rename(tmp, path)) v3_error("%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        else rc = fsync_parent_dir(path);
+        if (rc && access(tmp, F_OK) == 0) remove(tmp); /* leave nothing partial behind */
+    }
+    free(tmp);
+    return rc;
+}

@@ -43,6 +43,10 @@ double now_seconds(void);
 /* fsync the directory holding path, so a rename into it is durable (the last step of every atomic write).
  * 0, or -1 with v3_error naming path and directory. */
 int fsync_parent_dir(const char *path);
+/* Atomic file write: write(f, ctx) fills path.tmp, which is flushed, fsynced, closed and renamed over path, and
+ * the directory fsynced; on any failure the temp file is removed and path is untouched. write returns 0, or
+ * nonzero on failure (errno describing it). 0, or -1 with v3_error naming path. */
+int write_file_atomic(const char *path, int (*write)(FILE *f, void *ctx), void *ctx);
 #ifdef __cplusplus
 }
 #endif

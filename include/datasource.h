@@ -17,6 +17,7 @@ struct DataSource {
     uint64_t n_samples;
     uint32_t n_frag, C, H, W;
     uint32_t n_content, n_style;
+    int ood;                 /* an OOD set: splits 1_shot, 5_shot, 10_shot, test (else train, val, test) */
     int use_gpu;             /* set by the caller after open: kinds with a GPU path (the InsNotes STFT) use it */
     void *impl;
     /* Fill B samples: sample idx[b] with augmentation seed aug[b] (the random start slot/fragment and the
@@ -39,6 +40,18 @@ static inline uint64_t datasource_sample_elems(const DataSource *d) {
  * On failure: -1 and a one-line v3_last_error() naming the file and the expectation. */
 int datasource_open(const char *dir, const char *split, int n_frag, DataSource *ds);
 void datasource_close(DataSource *ds);
+
+/* For the per-kind openers: names, shape and the kind's functions in one call (desc is left to the caller). */
+typedef struct {
+    const char *kind;
+    uint64_t n_samples;
+    uint32_t n_frag, C, H, W, n_content, n_style;
+    int ood;
+} DataSourceShape;
+void datasource_set(DataSource *ds, const char *dir, const char *split, const DataSourceShape *shape, void *impl,
+                    int (*get_batch)(DataSource *, const uint64_t *, const uint64_t *, int, float *, int32_t *,
+                                     int32_t *),
+                    void (*close)(DataSource *));
 
 /* Per-kind openers (datasource_open dispatches to them). */
 int v3ds_source_open(const char *dir, const char *split, int n_frag, DataSource *ds);

@@ -72,6 +72,9 @@ int insnotes_bank_render(const char *soundfont, const int *programs, int n_progr
 int insnotes_bank_save(const char *path, const InsnotesBank *b);  /* atomic: temp, fsync, rename */
 int insnotes_bank_load(const char *path, InsnotesBank *b);        /* fully validated */
 void insnotes_bank_free(InsnotesBank *b);
+/* How much release tail the clip length cuts off: the largest max|x| over a clip's last 100 samples relative to
+ * that clip's peak, over all clips (0 = every tail has died out); *program gets its GM program. */
+double insnotes_bank_worst_tail(const InsnotesBank *b, int *program);
 /* Write head then body to path atomically (temp file, fsync, rename, fsync of the directory); also index.tsv. */
 int insnotes_write_atomic(const char *path, const void *head, size_t nhead, const void *body, size_t nbody);
 

@@ -43,6 +43,9 @@ int test_done(int rc, char *dir);
 /* Whole file into a NUL-terminated xmalloc'ed buffer / a buffer to a file. 0 or -1. */
 int test_read_all(const char *path, unsigned char **buf, size_t *n);
 int test_write_all(const char *path, const void *buf, size_t n);
+/* Worst errors of log-magnitude STFT blocks [n][512][32] `got` against `ref` (CPU and GPU STFT tests):
+ * *mag relative to each frame's largest reference magnitude, *lg on bins above 1e-3 of it; NaN gives INFINITY. */
+void test_stft_err(const float *got, const float *ref, int n, double *mag, double *lg);
 
 
 /* Finite-difference gradient check. f(ctx) evaluates the scalar loss from the current buffers; theta (n floats)

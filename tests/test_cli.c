@@ -111,3 +111,25 @@ TEST(cli_every_subcommand_has_help) {
     CHECK(rc == 0 && strstr(out, "default: auto") && strstr(out, "--math"), "train --help lacks defaults: %s", out);
     return 0;
 }
+
+TEST(cli_data_info_lists_the_splits_of_a_generated_set) {
+    NEED_V3();
+    char *dir = test_tmpdir("cliinfo"), cmd[1200], out[8192];
+    snprintf(cmd, sizeof cmd, "./v3 data phonenums --pages 40 --seed 2 --out %s/id && ./v3 data phonenums --ood "
+                              "--pages 200 --out %s/ood", dir, dir);
+    int rc = sh(cmd, out, sizeof out);
+    if (rc && strstr(out, "libfreetype-dev")) { free(dir); SKIP("built without FreeType"); }
+    CHECK(rc == 0, "generate: %s", out);
+    snprintf(cmd, sizeof cmd, "./v3 data info %s/id", dir);
+    CHECK(sh(cmd, out, sizeof out) == 0, "info: %s", out);
+    CHECK(strstr(out, "train        32 samples") && strstr(out, "val           4 samples") &&
+          strstr(out, "test          4 samples") && !strstr(out, "shot"), "in-distribution splits: %s", out);
+    snprintf(cmd, sizeof cmd, "./v3 data info %s/ood", dir);
+    CHECK(sh(cmd, out, sizeof out) == 0, "info: %s", out);
+    /* 25 pages per colour: ranks 10..24 are test (15 x 8) */
+    CHECK(strstr(out, "test        120 samples") && strstr(out, "1_shot        8 samples") &&
+          strstr(out, "5_shot       40 samples") && strstr(out, "10_shot      80 samples") && !strstr(out, "train"),
+          "OOD splits: %s", out);
+    test_rm_tree(dir);
+    return 0;
+}

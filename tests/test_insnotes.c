@@ -67,29 +67,6 @@ static const char *shared_set(void) {
     return g_shared;
 }
 
-/* Worst errors of a log-magnitude STFT `got` against the reference `ref` over n fragments:
- *   *mag: max over bins of |m_got - m_ref| / (max over the frame's bins of m_ref), m = exp(value) - 1e-5;
- *   *lg:  max |got - ref| over bins whose reference magnitude is at least 1e-3 of the frame's largest.
- * NaN anywhere gives INFINITY. */
-static void stft_err(const float *got, const float *ref, int n, double *mag, double *lg) {
-    *mag = *lg = 0;
-    for (int b = 0; b < n; b++)
-        for (int f = 0; f < INSNOTES_FRAMES; f++) {
-            const float *g = got + (size_t)b * FE + f, *r = ref + (size_t)b * FE + f;
-            double M = 0;
-            for (int k = 0; k < INSNOTES_BINS; k++) M = fmax(M, exp(r[k * INSNOTES_FRAMES]) - 1e-5);
-            for (int k = 0; k < INSNOTES_BINS; k++) {
-                double gv = g[k * INSNOTES_FRAMES], rv = r[k * INSNOTES_FRAMES];
-                if (!isfinite(gv) || !isfinite(rv)) {
-                    *mag = *lg = INFINITY;
-                    return;
-                }
-                double e = fabs((exp(gv) - 1e-5) - (exp(rv) - 1e-5)) / fmax(M, 1e-30);
-                if (e > *mag) *mag = e;
-                if (exp(rv) - 1e-5 >= 1e-3 * M && fabs(gv - rv) > *lg) *lg = fabs(gv - rv);
-            }
-        }
-}
 
 /* ---- STFT ---- */
 
@@ -104,7 +81,7 @@ TEST(insnotes_stft_fftw_matches_dft_random) {
     stft_logmag_cpu(s, a, n, o1);
     stft_logmag_dft(a, n, o2);
     double mag, lg;
-    stft_err(o1, o2, n, &mag, &lg);
+    test_stft_err(o1, o2, n, &mag, &lg);
     /* repeated call on the same plan: bit-identical */
     float *o3 = xmalloc(sizeof(float) * n * FE);
     stft_logmag_cpu(s, a, n, o3);
@@ -114,6 +91,7 @@ TEST(insnotes_stft_fftw_matches_dft_random) {
     free(o1);
     free(o2);
     free(o3);
+    if (getenv("V3_TEST_VERBOSE")) fprintf(stderr, "    FFTW vs DFT: magnitude %.3g, log %.3g\n", mag, lg);
     CHECK(mag <= 1e-4, "FFTW vs DFT: magnitude error %.3g of the frame maximum (limit 1e-4)", mag);
     CHECK(lg <= 1e-4, "FFTW vs DFT: log-magnitude error %.3g (limit 1e-4)", lg);
     CHECK(same, "two FFTW runs on the same input differ");
@@ -135,7 +113,7 @@ TEST(insnotes_stft_sines) {
     stft_cpu_free(s);
     stft_logmag_dft(a, 2, o2);
     double mag, lg;
-    stft_err(o1, o2, 2, &mag, &lg);
+    test_stft_err(o1, o2, 2, &mag, &lg);
     int bad_peak = -1;
     double m37 = exp(o1[37 * INSNOTES_FRAMES + 5]) - 1e-5;
     for (int b = 0; b < 2; b++)
@@ -661,7 +639,7 @@ TEST(insnotes_use_gpu_never_falls_back) {
     /* Without a usable GPU: an error naming the GPU STFT. With one: the same batch within float FFT noise
      * (stft_err's measures; the masked rows are exactly 1e-8 on both paths). */
     double mag = 0, lg = 0;
-    if (rc == 0) stft_err(x, cpu, 2, &mag, &lg);
+    if (rc == 0) test_stft_err(x, cpu, 2, &mag, &lg);
     ds.close(&ds);
     free(cpu);
     free(x);
@@ -818,4 +796,23 @@ TEST(insnotes_export_wav) {
     CHECK(insnotes_export_audio(set, "test", 0, 120, 1, wav) == -1, "start slot 120 accepted");
     return test_done(0, dir);
 #endif
+}
+
+TEST(insnotes_bank_worst_tail_known_values) {
+    int32_t programs[2] = {19, 52}, vel[1] = {100};
+    float gain[2] = {1.0f, 0.25f}; /* gains cancel in the ratio */
+    int16_t clips[2 * 200] = {0};
+    clips[10] = 1000;
+    clips[150] = -50;  /* clip 0: tail 50 / peak 1000 */
+    clips[200 + 5] = -100;
+    clips[200 + 199] = 20; /* clip 1: tail 20 / peak 100, the worse one */
+    InsnotesBank b = {16000, 2, 1, 1, 200, programs, vel, gain, clips};
+    int prog;
+    double w = insnotes_bank_worst_tail(&b, &prog);
+    CHECK(fabs(w - 0.2) < 1e-12 && prog == 52, "worst %g program %d, want 0.2 and 52", w, prog);
+    clips[200 + 199] = 0;
+    clips[99] = 900; /* before the last 100 samples of clip 0: not tail */
+    w = insnotes_bank_worst_tail(&b, &prog);
+    CHECK(fabs(w - 0.05) < 1e-12 && prog == 19, "worst %g program %d, want 0.05 and 19", w, prog);
+    return 0;
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "insnotes.h"
 #include "rng.h"
 #include "testing.h"
 
@@ -145,4 +146,28 @@ int test_write_all(const char *p, const void *buf, size_t n) {
     if (!f) return -1;
     size_t w = fwrite(buf, 1, n, f);
     return (fclose(f) == 0 && w == n) ? 0 : -1;
+}
+
+/* Worst errors of a log-magnitude STFT `got` against the reference `ref` over n fragments:
+ *   *mag: max over bins of |m_got - m_ref| / (max over the frame's bins of m_ref), m = exp(value) - 1e-5;
+ *   *lg:  max |got - ref| over bins whose reference magnitude is at least 1e-3 of the frame's largest.
+ * NaN anywhere gives INFINITY. */
+void test_stft_err(const float *got, const float *ref, int n, double *mag, double *lg) {
+    *mag = *lg = 0;
+    for (int b = 0; b < n; b++)
+        for (int f = 0; f < INSNOTES_FRAMES; f++) {
+            const float *g = got + (size_t)b * INSNOTES_BINS * INSNOTES_FRAMES + f, *r = ref + (size_t)b * INSNOTES_BINS * INSNOTES_FRAMES + f;
+            double M = 0;
+            for (int k = 0; k < INSNOTES_BINS; k++) M = fmax(M, exp(r[k * INSNOTES_FRAMES]) - 1e-5);
+            for (int k = 0; k < INSNOTES_BINS; k++) {
+                double gv = g[k * INSNOTES_FRAMES], rv = r[k * INSNOTES_FRAMES];
+                if (!isfinite(gv) || !isfinite(rv)) {
+                    *mag = *lg = INFINITY;
+                    return;
+                }
+                double e = fabs((exp(gv) - 1e-5) - (exp(rv) - 1e-5)) / fmax(M, 1e-30);
+                if (e > *mag) *mag = e;
+                if (exp(rv) - 1e-5 >= 1e-3 * M && fabs(gv - rv) > *lg) *lg = fabs(gv - rv);
+            }
+        }
 }

@@ -18,25 +18,6 @@
 
 #define FE (INSNOTES_BINS * INSNOTES_FRAMES)
 
-static void stft_err(const float *got, const float *ref, int n, double *mag, double *lg) {
-    *mag = *lg = 0;
-    for (int b = 0; b < n; b++)
-        for (int f = 0; f < INSNOTES_FRAMES; f++) {
-            const float *g = got + (size_t)b * FE + f, *r = ref + (size_t)b * FE + f;
-            double M = 0;
-            for (int k = 0; k < INSNOTES_BINS; k++) M = fmax(M, exp(r[k * INSNOTES_FRAMES]) - 1e-5);
-            for (int k = 0; k < INSNOTES_BINS; k++) {
-                double gv = g[k * INSNOTES_FRAMES], rv = r[k * INSNOTES_FRAMES];
-                if (!isfinite(gv) || !isfinite(rv)) {
-                    *mag = *lg = INFINITY;
-                    return;
-                }
-                double e = fabs((exp(gv) - 1e-5) - (exp(rv) - 1e-5)) / fmax(M, 1e-30);
-                if (e > *mag) *mag = e;
-                if (exp(rv) - 1e-5 >= 1e-3 * M && fabs(gv - rv) > *lg) *lg = fabs(gv - rv);
-            }
-        }
-}
 
 /* Random blocks; block 0 of a multi-block input is sines, the last one silence. */
 static float *make_audio(int n, unsigned long long seed) {
@@ -63,13 +44,13 @@ TEST(gpu_stft_matches_fftw_and_dft) {
         CHECK(stft_logmag_gpu(g, a, n, og) == 0, "n_frags %d: %s", n, v3_last_error());
         stft_logmag_cpu(c, a, n, oc);
         double mag, lg;
-        stft_err(og, oc, n, &mag, &lg);
+        test_stft_err(og, oc, n, &mag, &lg);
         CHECK(mag <= 1e-4 && lg <= 1e-4, "n_frags %d: GPU vs FFTW magnitude error %.3g, log error %.3g", n, mag, lg);
         /* the DFT is slow: the first 2 blocks only */
         int nd = n < 2 ? n : 2;
         float *od = xmalloc(sizeof(float) * nd * FE);
         stft_logmag_dft(a, nd, od);
-        stft_err(og, od, nd, &mag, &lg);
+        test_stft_err(og, od, nd, &mag, &lg);
         CHECK(mag <= 1e-4 && lg <= 1e-4, "n_frags %d: GPU vs DFT magnitude error %.3g, log error %.3g", n, mag, lg);
         if (n >= 3) {
             const float *last = og + (size_t)(n - 1) * FE;
