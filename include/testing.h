@@ -45,6 +45,8 @@ int test_read_all(const char *path, unsigned char **buf, size_t *n);
 int test_write_all(const char *path, const void *buf, size_t n);
 /* Worst errors of log-magnitude STFT blocks [n][512][32] `got` against `ref` (CPU and GPU STFT tests):
  * *mag relative to each frame's largest reference magnitude, *lg on bins above 1e-3 of it; NaN gives INFINITY. */
+/* One `v3 train` run on the CPU; data_dir (overrides the config) and set (one --set override) may be NULL. */
+int test_train_cpu(const char *cfg, const char *out, long steps, int resume, const char *data_dir, const char *set);
 void test_stft_err(const float *got, const float *ref, int n, double *mag, double *lg);
 
 

@@ -163,23 +163,8 @@ static char *make_run_env(const char *tag, char *cfg_path, size_t cap, const cha
     return dir;
 }
 
-/* One CPU training run; data_dir and set (one --set override) may be NULL. */
-static int run_train_opts(const char *cfg, const char *out, long steps, int resume, const char *data_dir,
-                          const char *set) {
-    TrainOpts o;
-    memset(&o, 0, sizeof o);
-    o.config_path = cfg;
-    o.out_dir = out;
-    o.steps = steps;
-    o.resume = resume;
-    o.device = "cpu";
-    o.data_dir = data_dir;
-    if (set) o.sets[o.n_sets++] = set;
-    return train_run(&o);
-}
-
 static int run_train(const char *cfg, const char *out, long steps, int resume) {
-    return run_train_opts(cfg, out, steps, resume, NULL, NULL);
+    return test_train_cpu(cfg, out, steps, resume, NULL, NULL);
 }
 
 TEST(train_resume_is_bit_identical) {
@@ -232,7 +217,7 @@ TEST(train_rejects_dataset_shape_mismatch) {
     char *dir = make_run_env("shape", cfg, sizeof cfg, NULL);
     CHECK(dir, "environment");
     snprintf(out, sizeof out, "%s/run", dir);
-    int rc = run_train_opts(cfg, out, 1, 0, NULL, "model_config.n_fragments=4");
+    int rc = test_train_cpu(cfg, out, 1, 0, NULL, "model_config.n_fragments=4");
     free(dir);
     CHECK(rc == -1, "mismatched dataset accepted");
     CHECK(strstr(v3_last_error(), "train.v3ds") && strstr(v3_last_error(), "expects"), "message: %s", v3_last_error());
@@ -257,7 +242,7 @@ TEST(train_rejects_missing_dataset) {
     char *dir = make_run_env("nodata", cfg, sizeof cfg, NULL);
     CHECK(dir, "environment");
     snprintf(out, sizeof out, "%s/run", dir);
-    int rc = run_train_opts(cfg, out, 1, 0, "/nonexistent/v3data", NULL);
+    int rc = test_train_cpu(cfg, out, 1, 0, "/nonexistent/v3data", NULL);
     free(dir);
     CHECK(rc == -1 && strstr(v3_last_error(), "/nonexistent/v3data") && strstr(v3_last_error(), "not found"),
           "message: %s", v3_last_error());

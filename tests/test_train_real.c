@@ -13,16 +13,8 @@
 #include "testing.h"
 #include "train.h"
 
-
 static int train(const char *cfg, const char *out, long steps, int resume) {
-    TrainOpts o;
-    memset(&o, 0, sizeof o);
-    o.config_path = cfg;
-    o.out_dir = out;
-    o.steps = steps;
-    o.resume = resume;
-    o.device = "cpu";
-    return train_run(&o);
+    return test_train_cpu(cfg, out, steps, resume, NULL, NULL);
 }
 
 /* A small model of the authors' family for the dataset's fragment shape. */

@@ -11,6 +11,7 @@
 #include "insnotes.h"
 #include "rng.h"
 #include "testing.h"
+#include "train.h"
 
 double max_scaled_err(const float *a, const float *b, size_t n, double atol, double rtol, size_t *worst) {
     double m = 0;
@@ -170,4 +171,17 @@ void test_stft_err(const float *got, const float *ref, int n, double *mag, doubl
                 if (exp(rv) - 1e-5 >= 1e-3 * M && fabs(gv - rv) > *lg) *lg = fabs(gv - rv);
             }
         }
+}
+
+int test_train_cpu(const char *cfg, const char *out, long steps, int resume, const char *data_dir, const char *set) {
+    TrainOpts o;
+    memset(&o, 0, sizeof o);
+    o.config_path = cfg;
+    o.out_dir = out;
+    o.steps = steps;
+    o.resume = resume;
+    o.device = "cpu";
+    o.data_dir = data_dir;
+    if (set) o.sets[o.n_sets++] = set;
+    return train_run(&o);
 }
