@@ -2,22 +2,21 @@
  * double-precision DFT both FFT paths are tested against.
  * Plans use FFTW_ESTIMATE: FFTW_MEASURE times candidate algorithms and may pick a different one on the next run,
  * which changes the low bits of the output and would break bit-exact resume. FFTW's planner is not thread-safe,
- * so plan creation and destruction are serialised by a mutex; fftwf_execute on distinct plans is thread-safe. */
+ * so plan creation and destruction are serialised by the process-wide lock of include/fftw_planner.h
+ * (shared with host/griffinlim.c); fftwf_execute on distinct plans is thread-safe. */
 #include <fftw3.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
+#include "fftw_planner.h"
 #include "insnotes.h"
 #include "stft.h"
 
 #define N INSNOTES_NFFT
 #define NB (INSNOTES_NFFT / 2 + 1) /* 513 bins out of the r2c transform */
 #define F INSNOTES_FRAMES
-
-static pthread_mutex_t g_planner = PTHREAD_MUTEX_INITIALIZER;
 
 struct StftCpu {
     fftwf_plan plan;     /* 32 frames of one fragment at once */
@@ -33,23 +32,23 @@ StftCpu *stft_cpu_create(void) {
     StftCpu *s = xcalloc(1, sizeof *s);
     for (int i = 0; i < N; i++) s->win[i] = (float)hann(i);
     int n[1] = {N};
-    pthread_mutex_lock(&g_planner);
+    fftw_planner_lock();
     s->in = fftwf_alloc_real((size_t)F * N);
     s->out = fftwf_alloc_complex((size_t)F * NB);
     if (s->in && s->out)
         s->plan = fftwf_plan_many_dft_r2c(1, n, F, s->in, NULL, 1, N, s->out, NULL, 1, NB, FFTW_ESTIMATE);
-    pthread_mutex_unlock(&g_planner);
+    fftw_planner_unlock();
     if (!s->plan) V3_FATAL("FFTW: cannot create a %d-point r2c plan", N);
     return s;
 }
 
 void stft_cpu_free(StftCpu *s) {
     if (!s) return;
-    pthread_mutex_lock(&g_planner);
+    fftw_planner_lock();
     if (s->plan) fftwf_destroy_plan(s->plan);
     fftwf_free(s->in);
     fftwf_free(s->out);
-    pthread_mutex_unlock(&g_planner);
+    fftw_planner_unlock();
     free(s);
 }
 

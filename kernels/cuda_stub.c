@@ -179,3 +179,10 @@ void stft_gpu_free(StftGpu *s) { (void)s; }
 int stft_logmag_gpu(StftGpu *s, const float *audio, int n_frags, float *out) {
     return v3_error("stft_logmag_gpu: %s", NO_CUDA);
 }
+
+/* Griffin-Lim on the GPU (include/griffinlim.h): unavailable; griffinlim_cpu is the working path. */
+#include "griffinlim.h"
+int griffinlim_gpu(const float *mag, int frames, int iters, uint64_t seed, float *audio) {
+    return v3_error("GPU Griffin-Lim: this build has no CUDA support (built without CUDA: nvcc was not found at "
+                    "build time); use griffinlim_cpu");
+}
