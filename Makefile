@@ -38,6 +38,16 @@ ifneq ($(GEN_PKGS),)
   LDLIBS += $(shell $(PKG_CONFIG) --libs $(GEN_PKGS))
 endif
 
+# Figures (include/plot.h: heat maps, t-SNE scatter plots, training curves, image grids): cairo, optional the
+# same way (without it the plot functions name the Debian package libcairo2-dev); left out of STATIC_DEPS=1.
+ifneq ($(STATIC_DEPS),1)
+  PLOT_PKGS := $(shell $(PKG_CONFIG) --exists cairo 2>/dev/null && echo cairo)
+endif
+ifneq ($(PLOT_PKGS),)
+  CFLAGS += -DV3_HAVE_CAIRO=1 $(shell $(PKG_CONFIG) --cflags-only-I cairo)
+  LDLIBS += $(shell $(PKG_CONFIG) --libs cairo)
+endif
+
 NVCCFLAGS ?= -O3 -std=c++17 -Iinclude \
     -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
 
@@ -69,7 +79,7 @@ all: banner v3 tests/run_tests
 banner:
 	@if [ "$(HAVE_CUDA)" = 1 ]; then echo "v3 build: nvcc found at $(NVCC): CUDA kernels for sm_80, sm_90 + compute_90 PTX"; \
 	 else echo "v3 build: nvcc not found: CPU-only build (./v3 reports that CUDA is unavailable)"; fi
-	@echo "v3 build: dataset generation libraries found: $(if $(GEN_PKGS),$(GEN_PKGS),none) (of fluidsynth freetype2 sndfile)"
+	@echo "v3 build: dataset generation libraries found: $(if $(GEN_PKGS),$(GEN_PKGS),none) (of fluidsynth freetype2 sndfile); figures (cairo): $(if $(PLOT_PKGS),yes,no: install libcairo2-dev)"
 
 build/%.o: %.c $(wildcard include/*.h)
 	@mkdir -p $(dir $@)
@@ -117,7 +127,7 @@ clean:
 
 print-config:
 	@echo "CC=$(CC) NVCC=$(NVCC) CUDA_HOME=$(CUDA_HOME) HAVE_CUDA=$(HAVE_CUDA)"
-	@echo "GEN_PKGS=$(GEN_PKGS)"
+	@echo "GEN_PKGS=$(GEN_PKGS) PLOT_PKGS=$(PLOT_PKGS)"
 	@echo "CFLAGS=$(CFLAGS)"
 	@echo "LDLIBS=$(LDLIBS)"
 
