@@ -105,14 +105,16 @@ tests/run_gpu_tests: $(patsubst %.c,build/%.o,$(GPU_TEST_C)) build/tests/test_ut
 test: v3 tests/run_tests
 	./tests/run_tests
 
-# The README's main command: a small real run on the CPU: generate the mini PhoneNums set (FreeType, seconds),
-# train configs/phonenums-mini.yaml, end with the validation metrics. --device cpu: the CUDA path has not yet
-# been run on a GPU. DEMO_STEPS bounds the run (about N minutes on 2 cores; see NOTES.md).
+# The README's main command: a small real run on the CPU: generate the mini PhoneNums set and a small OOD set
+# (FreeType, seconds), train configs/phonenums-mini.yaml, then `v3 eval` (metrics table, runs/demo/eval/).
+# --device cpu: the CUDA path has not yet been run on a GPU. DEMO_STEPS bounds the run (see NOTES.md).
 DEMO_STEPS ?= 200
 demo: v3
 	@[ -f data/phonenums-mini/index.tsv ] || ./v3 data phonenums --mini --out data/phonenums-mini
+	@[ -f data/phonenums-mini-ood/index.tsv ] || ./v3 data phonenums --ood --pages 120 --out data/phonenums-mini-ood
 	rm -rf runs/demo
 	./v3 train --config configs/phonenums-mini.yaml --out runs/demo --steps $(DEMO_STEPS) --device cpu
+	./v3 eval --run runs/demo
 
 test-gpu: tests/run_gpu_tests
 	./tests/run_gpu_tests

@@ -652,3 +652,47 @@ void config_print(const Config *c, FILE *f) {
         fprintf(f, " |\n");
     }
 }
+
+/* The effective configuration as a YAML file that config_load reads back to the same Config (a run directory's
+ * config.yaml, which `v3 eval` and `v3 transfer` rebuild the model from). Sections nest by the dotted key names;
+ * strings are double-quoted with escapes; numbers use %.17g so they round-trip exactly. */
+static void yaml_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') fputc('\\', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+static int write_config_yaml(FILE *f, void *ctx) {
+    const Config *c = ctx;
+    fprintf(f, "# effective configuration of this run (written by v3; loadable with --config)\n");
+    for (size_t i = 0; i < NKEYS; i++) {
+        const KeyDef *d = &KEYS[i];
+        if (d->kind == K_IGNORED) continue;
+        int depth = 0;
+        const char *leaf = d->key;
+        for (const char *q = d->key; *q; q++)
+            if (*q == '.') { depth++; leaf = q + 1; }
+        fprintf(f, "%*s%s:", 2 * depth, "", leaf);
+        const char *p = (const char *)c + d->off;
+        switch (d->kind) {
+        case K_SECTION: break;
+        case K_POSINT:
+        case K_NNINT: fprintf(f, " %d", *(const int *)p); break;
+        case K_SEED: if (c->has_seed) fprintf(f, " %llu", (unsigned long long)c->random_seed); break;
+        case K_NUM: fprintf(f, " %.17g", *(const double *)p); break;
+        case K_BOOL: fprintf(f, " %s", *(const int *)p ? "true" : "false"); break;
+        case K_STR: fputc(' ', f); yaml_string(f, p); break;
+        case K_ARCH: fprintf(f, " %s", arch_name(c->arch)); break;
+        default: break;
+        }
+        fputc('\n', f);
+    }
+    return ferror(f) ? -1 : 0;
+}
+
+int config_save(const Config *c, const char *path) {
+    return write_file_atomic(path, write_config_yaml, (void *)c);
+}

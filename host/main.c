@@ -1,4 +1,4 @@
-/* The `v3` command line: subcommands train, info, data, device. Exit codes: 0 success, 1 runtime error (bad
+/* The `v3` command line: subcommands train, eval, transfer, info, data, bench, device. Exit codes: 0 success, 1 runtime error (bad
  * input files, NaN loss, ...), 2 usage error, 130 interrupted (checkpoint saved). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -22,6 +22,10 @@ static void usage(FILE *f) {
             "                                                        train V3 (GPU when present; default math fp32)\n"
             "  info    --config FILE [--set ...]                     architecture and parameter counts\n"
             "  data    insnotes|phonenums|synth|export-wav|info ...  make or inspect datasets (v3 data --help)\n"
+            "  eval    --run DIR [--split test|val|ood] [--checkpoint FILE] ...\n"
+            "                                                        measure a run: results.json, figures, audio\n"
+            "  transfer --run DIR --content SAMPLE --style SAMPLE --out FILE.png|FILE.wav\n"
+            "                                                        decode one sample's content in another's style\n"
             "  bench   loader --data DIR [--data DIR ...]            batches/s of each dataset's loading path\n"
             "  device                                                report the CUDA device, if any\n"
             "exit codes: 0 ok, 1 error, 2 usage error, 130 interrupted (checkpoint saved)\n");
@@ -92,6 +96,8 @@ static int cmd_train(int argc, char **argv) {
 }
 
 int cmd_bench(int argc, char **argv); /* host/bench_loader.c */
+int cmd_eval(int argc, char **argv);     /* host/eval_cli.c */
+int cmd_transfer(int argc, char **argv); /* host/eval_cli.c */
 
 static int cmd_info(int argc, char **argv) {
     const char *path = NULL, *sets[64];
@@ -135,5 +141,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "data")) return cmd_data(argc - 1, argv + 1);
     if (!strcmp(cmd, "device")) return cmd_device();
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
+    if (!strcmp(cmd, "transfer")) return cmd_transfer(argc - 1, argv + 1);
     return usage_error("", "unknown command", cmd);
 }

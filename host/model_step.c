@@ -179,13 +179,9 @@ static void stage_bwd(Model *m, Stage *s, int N, float *D, float *dx, float *T1,
 }
 
 /* ---- whole model ---- */
-int model_forward_mode(Model *m, const float *x, int B, int bn_train, VqMode vq_mode, LossTerms *out) {
-    int n = m->cfg.n_fragments, N = B * n, dc = m->dc, ds = m->ds, dz = dc + ds;
-    size_t frag = (size_t)m->arch.C * m->arch.H * m->arch.W;
-    set_batch(m, N);
-    m->B = B;
-    m->n = n;
-    memcpy(m->x_in, x, sizeof(float) * frag * N);
+/* Encoder on m->x_in (N fragments): CNNs, Linear + GELU, the content and style heads -> m->zc, m->zs. */
+static void encoder_fwd(Model *m, int N, int bn_train) {
+    int dc = m->dc, ds = m->ds, dz = dc + ds;
     const float *cur = m->x_in;
     for (int i = 0; i < m->n_enc; i++) {
         stage_fwd(m, &m->enc[i], N, cur, bn_train);
@@ -199,11 +195,12 @@ int model_forward_mode(Model *m, const float *x, int B, int bn_train, VqMode vq_
     }
     cpu_linear_fwd(N, dc, dc, m->hc, P(m, m->linc_w), P(m, m->linc_b), m->zc);
     cpu_linear_fwd(N, ds, ds, m->hs, P(m, m->lins_w), P(m, m->lins_b), m->zs);
+}
 
-    double commit = vq_forward(&m->vq, N, m->zc, m->q, m->ind, vq_mode, &m->rng);
-    if (model_test_q_offset) /* straight-through surrogate for finite-difference tests */
-        for (size_t i = 0; i < (size_t)N * dc; i++) m->q[i] = m->zc[i] + model_test_q_offset[i];
-
+/* Decoder from m->q (content) and m->zs (style) -> m->xhat. */
+static void decoder_fwd(Model *m, int N, int bn_train) {
+    int dc = m->dc, ds = m->ds, dz = dc + ds;
+    size_t frag = (size_t)m->arch.C * m->arch.H * m->arch.W;
     cpu_linear_fwd(N, dc, dc, m->q, P(m, m->dlinc_w), P(m, m->dlinc_b), m->dcp);
     cpu_linear_fwd(N, ds, ds, m->zs, P(m, m->dlins_w), P(m, m->dlins_b), m->dsp);
     for (int i = 0; i < N; i++) { /* content first, then style */
@@ -212,12 +209,49 @@ int model_forward_mode(Model *m, const float *x, int B, int bn_train, VqMode vq_
     }
     cpu_linear_fwd(N, dz, m->flat, m->cat, P(m, m->lin0_w), P(m, m->lin0_b), m->p0);
     cpu_gelu_fwd((size_t)N * m->flat, m->p0, m->p0g);
-    cur = m->p0g;
+    const float *cur = m->p0g;
     for (int i = 0; i < m->n_dec; i++) {
         stage_fwd(m, &m->dec[i], N, cur, bn_train);
         cur = m->dec[i].y;
     }
     memcpy(m->xhat, cur, sizeof(float) * frag * N);
+}
+
+int model_encode(Model *m, const float *x, int N) {
+    if (N < 1) return v3_error("model_encode: %d fragments (expected at least 1)", N);
+    size_t frag = (size_t)m->arch.C * m->arch.H * m->arch.W;
+    set_batch(m, N);
+    memcpy(m->x_in, x, sizeof(float) * frag * N);
+    encoder_fwd(m, N, 0);
+    vq_forward(&m->vq, N, m->zc, m->q, m->ind, VQ_EVAL, &m->rng);
+    for (size_t i = 0; i < (size_t)N * m->dc; i++)
+        if (!isfinite(m->zc[i])) return v3_error("model_encode: non-finite content embedding");
+    return 0;
+}
+
+int model_decode(Model *m, const float *q, const float *zs, int N, float *xhat) {
+    if (N < 1) return v3_error("model_decode: %d fragments (expected at least 1)", N);
+    size_t frag = (size_t)m->arch.C * m->arch.H * m->arch.W;
+    set_batch(m, N);
+    memcpy(m->q, q, sizeof(float) * (size_t)N * m->dc);
+    memcpy(m->zs, zs, sizeof(float) * (size_t)N * m->ds);
+    decoder_fwd(m, N, 0);
+    memcpy(xhat, m->xhat, sizeof(float) * frag * N);
+    return 0;
+}
+
+int model_forward_mode(Model *m, const float *x, int B, int bn_train, VqMode vq_mode, LossTerms *out) {
+    int n = m->cfg.n_fragments, N = B * n, dc = m->dc, ds = m->ds;
+    size_t frag = (size_t)m->arch.C * m->arch.H * m->arch.W;
+    set_batch(m, N);
+    m->B = B;
+    m->n = n;
+    memcpy(m->x_in, x, sizeof(float) * frag * N);
+    encoder_fwd(m, N, bn_train);
+    double commit = vq_forward(&m->vq, N, m->zc, m->q, m->ind, vq_mode, &m->rng);
+    if (model_test_q_offset) /* straight-through surrogate for finite-difference tests */
+        for (size_t i = 0; i < (size_t)N * dc; i++) m->q[i] = m->zc[i] + model_test_q_offset[i];
+    decoder_fwd(m, N, bn_train);
 
     LossTerms L;
     memset(&L, 0, sizeof L);

@@ -415,6 +415,8 @@ int train_run(const TrainOpts *o) {
     char cpath[1100];
     snprintf(cpath, sizeof cpath, "%s/config.txt", r.dir);
     if ((cf = fopen(cpath, "w"))) { config_print(&r.m->cfg, cf); fclose(cf); }
+    snprintf(cpath, sizeof cpath, "%s/config.yaml", r.dir); /* what `v3 eval --run DIR` rebuilds the model from */
+    if (config_save(&r.m->cfg, cpath)) { teardown(&r); return -1; }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

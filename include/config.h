@@ -63,4 +63,6 @@ int arch_from_name(const char *s, ArchKind *out); /* accepts insnotes|phonenums|
 double config_lr_factor(const Config *c, int epoch);
 /* Print the effective configuration as a `| key | value |` table to f. */
 void config_print(const Config *c, FILE *f);
+/* Write the configuration as YAML that config_load reads back to the same values (atomically). */
+int config_save(const Config *c, const char *path);
 #endif

@@ -82,6 +82,12 @@ void model_print_info(const Model *m, FILE *f);
 int model_forward(Model *m, const float *x, int B, int train, LossTerms *out);
 /* Variant for tests: VQ in a given mode (e.g. VQ_FROZEN keeps BN in train mode but leaves the codebook). */
 int model_forward_mode(Model *m, const float *x, int B, int bn_train, VqMode vq_mode, LossTerms *out);
+/* Evaluation pieces (BN running statistics, codebook frozen, no loss; N fragments, any count):
+ * model_encode fills m->zc, m->q (nearest codeword), m->zs [N, d] and m->ind [N];
+ * model_decode decodes content inputs q [N, dc] with styles zs [N, ds] into xhat [N, C, H, W].
+ * Both return 0, or -1 with v3_last_error(). They invalidate the last training forward (no backward after). */
+int model_encode(Model *m, const float *x, int N);
+int model_decode(Model *m, const float *q, const float *zs, int N, float *xhat);
 /* Backward of the last training forward: fills m->g (zeroed first). */
 void model_backward(Model *m);
 /* One AdamW step over the trainable parameters with learning rate lr. */
