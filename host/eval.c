@@ -148,7 +148,7 @@ static void json_ood(FILE *f, const OodAcc *a) {
 }
 
 /* ---- linear probes ---- */
-typedef struct { int done; double c_from_zc, s_from_zc, c_from_zs, s_from_zs, chance_c, chance_s; int n_train; } Probes;
+typedef struct { int done; double c_from_zc, s_from_zc, s_from_q, c_from_zs, s_from_zs, chance_c, chance_s; int n_train; } Probes;
 
 static double majority_rate(const int32_t *y, int N, int C) {
     int *h = xcalloc((size_t)C + 1, sizeof(int)), best = 0, tot = 0;
@@ -165,6 +165,7 @@ static int run_probes(const Encoded *tr, const Encoded *te, int C, int S, Probes
     p->n_train = tr->N;
     if (linear_probe(tr->zc, tr->content, tr->N, te->zc, te->content, te->N, tr->dc, C, l2, iters, &p->c_from_zc, NULL) ||
         linear_probe(tr->zc, tr->style, tr->N, te->zc, te->style, te->N, tr->dc, S, l2, iters, &p->s_from_zc, NULL) ||
+        linear_probe(tr->q, tr->style, tr->N, te->q, te->style, te->N, tr->dc, S, l2, iters, &p->s_from_q, NULL) ||
         linear_probe(tr->zs, tr->content, tr->N, te->zs, te->content, te->N, tr->ds, C, l2, iters, &p->c_from_zs, NULL) ||
         linear_probe(tr->zs, tr->style, tr->N, te->zs, te->style, te->N, tr->ds, S, l2, iters, &p->s_from_zs, NULL))
         return -1;
@@ -353,8 +354,9 @@ int eval_run(const EvalOpts *o) {
     fprintf(J, "]},\n  \"linear_probe\": ");
     if (pb.done) {
         fprintf(J, "{\"train_fragments\": %d, \"content_from_content\": %.6g, \"style_from_style\": %.6g, "
-                   "\"style_from_content\": %.6g, \"content_from_style\": %.6g, \"chance_content\": %.6g, "
-                   "\"chance_style\": %.6g}", pb.n_train, pb.c_from_zc, pb.s_from_zs, pb.s_from_zc, pb.c_from_zs,
+                   "\"style_from_content\": %.6g, \"style_from_quantised\": %.6g, \"content_from_style\": %.6g, "
+                   "\"chance_content\": %.6g, \"chance_style\": %.6g}", pb.n_train, pb.c_from_zc, pb.s_from_zs,
+                pb.s_from_zc, pb.s_from_q, pb.c_from_zs,
                 pb.chance_c, pb.chance_s);
     } else {
         fprintf(J, "null");
@@ -394,7 +396,9 @@ int eval_run(const EvalOpts *o) {
     if (v3_verbose < 0) { rc = 0; goto out; }
     printf("v3 eval: %s, %s split, %d fragments, K = %d atoms, %d content / %d style classes\n", R.ckpt, o->split,
            E.N, K, C, S);
-    print_row("codebook purity (authors: mean over used atoms)", cb.purity_authors, "chance ~ 1/classes");
+    char pc[64];
+    snprintf(pc, sizeof pc, "1 = every used atom one class");
+    print_row("codebook purity (authors: mean over used atoms)", cb.purity_authors, pc);
     print_row("codebook purity (weighted by fragments)", cb.purity_weighted, "");
     print_row("one-to-one accuracy (Hungarian atoms -> classes)", cb.one_to_one, "1 = a bijection");
     print_row("PR-AUC content emb. by content label", pr[0].auc, "high is good");
@@ -402,18 +406,26 @@ int eval_run(const EvalOpts *o) {
     print_row("PR-AUC style emb. by style label", pr[4].auc, "high is good");
     print_row("PR-AUC style emb. by content label", pr[5].auc, "low is good");
     if (pb.done) {
-        print_row("probe: content from content emb.", pb.c_from_zc, "high is good");
-        print_row("probe: style from style emb.", pb.s_from_zs, "high is good");
-        print_row("probe: style from content emb.", pb.s_from_zc, "low is good");
-        print_row("probe: content from style emb.", pb.c_from_zs, "low is good");
+        char hc[64], lc[64], hs[64], ls[64];
+        snprintf(hc, sizeof hc, "high is good (majority class %.3f)", pb.chance_c);
+        snprintf(lc, sizeof lc, "low is good (majority class %.3f)", pb.chance_c);
+        snprintf(hs, sizeof hs, "high is good (majority class %.3f)", pb.chance_s);
+        snprintf(ls, sizeof ls, "low is good (majority class %.3f)", pb.chance_s);
+        print_row("probe: content from content emb.", pb.c_from_zc, hc);
+        print_row("probe: style from style emb.", pb.s_from_zs, hs);
+        print_row("probe: style from content emb.", pb.s_from_zc, ls);
+        print_row("probe: style from quantised content", pb.s_from_q, ls);
+        print_row("probe: content from style emb.", pb.c_from_zs, lc);
     }
     if (ood_dir) {
-        print_row("zero-shot OOD accuracy (authors' rule)", zs_acc.authors, "");
+        char zc[64];
+        snprintf(zc, sizeof zc, "chance %.3f", 1.0 / C);
+        print_row("zero-shot OOD accuracy (authors' rule)", zs_acc.authors, zc);
         for (int k = 0; k < 3; k++)
             if (fs_done[k]) {
                 char w[64];
                 snprintf(w, sizeof w, "%s OOD accuracy (authors' rule)", SHOTS[k]);
-                print_row(w, fs_acc[k].authors, "");
+                print_row(w, fs_acc[k].authors, zc);
             }
     }
     printf("results: %s%s\n", rpath, fig_note ? "  (figures not drawn: no cairo in this build)" : "");

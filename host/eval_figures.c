@@ -135,8 +135,8 @@ int eval_fig_tsne(const char *dir, const DataSource *ds, const Encoded *e, const
         const char *what = map == 0 ? "content" : "style";
         for (int by = 0; by < 2 && !rc; by++) {
             char title[200];
-            snprintf(title, sizeof title, "t-SNE of %s embeddings (%d fragments%s), coloured by %s label", what, n,
-                     extra ? " + codebook atoms as crosses" : "", by == 0 ? "content" : "style");
+            snprintf(title, sizeof title, "t-SNE of %d %s embeddings, coloured by %s label", n, what,
+                     by == 0 ? "content" : "style");
             snprintf(path, sizeof path, "%s/tsne_%s_by_%s.png", dir, what, by == 0 ? "content" : "style");
             rc = plot_scatter(path, title, Y, n, by == 0 ? lc : ls, by == 0 ? (int)ds->n_content : (int)ds->n_style,
                               (const char *const *)(by == 0 ? cn : sn), extra ? Y + (size_t)n * 2 : NULL, extra);

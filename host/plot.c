@@ -476,7 +476,7 @@ int plot_scatter(const char *path, const char *title, const float *Y, int N, con
     double span = fmax(xhi - xlo, yhi - ylo) * 1.1, cx = 0.5 * (xlo + xhi), cy = 0.5 * (ylo + yhi);
     if (!(span > 0)) span = fmax(fabs(cx), fabs(cy)) * 0.2 + 1;
 
-    /* legend entries: the labels, then "unlabelled" and the extra points when present */
+    /* legend entries: the labels, then "unlabelled" and the extra points (codebook atoms) when present */
     int n_entries = n_labels + has_grey + (n_extra > 0);
     const int box = 760, left = 95, top = 60, row_h = 20;
     int per_col = (box - 20) / row_h, max_cols = 3;
@@ -492,7 +492,7 @@ int plot_scatter(const char *path, const char *title, const float *Y, int N, con
     double colw = 60;
     for (int k = 0; k < n_labels && k < shown; k++) colw = fmax(colw, text_w(mc, name_or_index(label_names, k, buf)));
     if (has_grey) colw = fmax(colw, text_w(mc, "unlabelled"));
-    snprintf(buf, sizeof buf, "extra points (%d)", n_extra);
+    snprintf(buf, sizeof buf, "codebook atoms (%d)", n_extra);
     if (n_extra > 0) colw = fmax(colw, text_w(mc, buf));
     colw = fmin(colw, 240) + 30;
     set_font(mc, FS_TITLE, 1);
@@ -504,7 +504,7 @@ int plot_scatter(const char *path, const char *title, const float *Y, int N, con
     Fig f;
     if (fig_begin(&f, path, W, H)) return -1;
     cairo_t *cr = f.cr;
-    title_at(cr, (left + box / 2.0), 18, title);
+    title_at(cr, W / 2.0, 18, title);
     Axes a = {left, top, left + box, top + box, cx - span / 2, cx + span / 2, cy - span / 2, cy + span / 2, 0};
     draw_axes(cr, &a, 0, "dimension 1", "dimension 2", 1);
 
@@ -564,7 +564,7 @@ int plot_scatter(const char *path, const char *title, const float *Y, int N, con
             cairo_set_line_width(cr, 1.8);
             cross(cr, x + 6, y, 5);
             cairo_stroke(cr);
-            snprintf(buf, sizeof buf, "extra points (%d)", n_extra);
+            snprintf(buf, sizeof buf, "codebook atoms (%d)", n_extra);
             s = buf;
         }
         grey(cr, 0.1);

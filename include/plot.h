@@ -15,7 +15,7 @@ int plot_heatmap(const char *path, const char *title, const double *M, const int
 
 /* Scatter of Y [N, 2] coloured by label (n_labels distinct colours from a fixed qualitative palette; label < 0
  * grey), with a legend of label_names (may be NULL: then the numbers). extra != NULL marks n_extra extra points
- * (e.g. codebook atoms) with black crosses. */
+ * with black crosses, listed in the legend as "codebook atoms" (what eval draws with them). */
 int plot_scatter(const char *path, const char *title, const float *Y, int N, const int32_t *label, int n_labels,
                  const char *const *label_names, const float *extra, int n_extra);
 

@@ -101,7 +101,8 @@ TEST(cli_data_generators_reject_bad_input) {
 TEST(cli_every_subcommand_has_help) {
     NEED_V3();
     const char *cmds[] = {"./v3 --help", "./v3 train --help", "./v3 info --help", "./v3 data --help",
-                          "./v3 data phonenums --help", "./v3 bench --help", "./v3 bench loader --help"};
+                          "./v3 data phonenums --help", "./v3 bench --help", "./v3 bench loader --help",
+                          "./v3 eval --help", "./v3 transfer --help"};
     char out[8192];
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         int rc = sh(cmds[i], out, sizeof out);
@@ -109,6 +110,17 @@ TEST(cli_every_subcommand_has_help) {
     }
     int rc = sh("./v3 train --help", out, sizeof out);
     CHECK(rc == 0 && strstr(out, "default: auto") && strstr(out, "--math"), "train --help lacks defaults: %s", out);
+    rc = sh("./v3 eval --help", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "default: 2000") && strstr(out, "--pr-paper-era"), "eval --help lacks defaults: %s", out);
+    /* usage errors exit 2 and name the option */
+    rc = sh("./v3 eval --run x --split train", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--split"), "eval --split train: exit %d, %s", rc, out);
+    rc = sh("./v3 eval --run x --bogus", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--bogus"), "eval --bogus: exit %d, %s", rc, out);
+    rc = sh("./v3 transfer --run x --content 0 --style 1", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--out"), "transfer without --out: exit %d, %s", rc, out);
+    rc = sh("./v3 eval --run /nonexistent/run", out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "/nonexistent/run/config.yaml"), "eval of a missing run: exit %d, %s", rc, out);
     return 0;
 }
 

@@ -77,7 +77,7 @@ TEST(eval_phonenums_end_to_end) {
     const char *t = (const char *)js;
     /* every section present and every rate a rate */
     const char *keys[] = {"purity_authors", "purity_weighted", "one_to_one_accuracy", "content_from_content",
-                          "style_from_content", "content_from_style", "style_from_style"};
+                          "style_from_content", "style_from_quantised", "content_from_style", "style_from_style"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
         double v = json_value(t, NULL, keys[i]);
         CHECK(v >= 0 && v <= 1, "%s = %g in\n%s", keys[i], v, t);
