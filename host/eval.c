@@ -212,7 +212,9 @@ int eval_run(const EvalOpts *o) {
         use_gpu = ng > 0;
     }
     char edir[1100], adir[1200], obuf[600];
-    snprintf(edir, sizeof edir, "%s/eval", o->run_dir);
+    if (o->out_dir) snprintf(edir, sizeof edir, "%s", o->out_dir);
+    else if (!strcmp(o->split, "test")) snprintf(edir, sizeof edir, "%s/eval", o->run_dir);
+    else snprintf(edir, sizeof edir, "%s/eval-%s", o->run_dir, o->split); /* test results stay where they are */
     snprintf(adir, sizeof adir, "%s/audio", edir);
     const char *ood_dir = find_ood(o, R.data_dir, obuf, sizeof obuf);
     if (want_ood_split && !ood_dir) {

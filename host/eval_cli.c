@@ -17,6 +17,7 @@ static void eval_usage(FILE *f) {
             "  --split S            test | val | ood (the OOD set's test split)                   default: test\n"
             "  --data DIR           dataset directory, overrides the run's data_dir             default: data_dir\n"
             "  --ood-data DIR       OOD dataset for zero-/few-shot accuracy              default: <data_dir>-ood if present\n"
+            "  --out DIR            output directory               default: DIR/eval (test), DIR/eval-val, DIR/eval-ood\n"
             "  --pr-paper-era       retrieval with the query in its own ranking (the paper-era code)  default: off\n"
             "  --tsne-points N      fragments per t-SNE map (seeded subsample; 0: no t-SNE)       default: 2000\n"
             "  --sheet-styles N     style rows of the codebook sheet (and audio grid)              default: 8\n"
@@ -82,6 +83,7 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--split") && has) o.split = argv[++i];
         else if (!strcmp(a, "--data") && has) o.data_dir = argv[++i];
         else if (!strcmp(a, "--ood-data") && has) o.ood_dir = argv[++i];
+        else if (!strcmp(a, "--out") && has) o.out_dir = argv[++i];
         else if (!strcmp(a, "--device") && has) { if (check_device("eval", o.device = argv[++i])) return 2; }
         else if (!strcmp(a, "--tsne-points") && has) { if (parse_int("eval", a, argv[++i], 0, &o.tsne_points)) return 2; }
         else if (!strcmp(a, "--sheet-styles") && has) { if (parse_int("eval", a, argv[++i], 1, &o.sheet_styles)) return 2; }

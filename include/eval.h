@@ -16,6 +16,7 @@ typedef struct {
     const char *split;       /* "test" (default), "val" or "ood" (the OOD set's test split) */
     const char *data_dir;    /* overrides the run config's data_dir */
     const char *ood_dir;     /* OOD dataset; NULL: <data_dir>-ood when it exists */
+    const char *out_dir;     /* where results go; NULL: DIR/eval (test split), DIR/eval-val, DIR/eval-ood */
     const char *device;      /* auto | cpu | cuda: where Griffin-Lim runs (the network runs on the CPU) */
     PrVariant pr_variant;
     int tsne_points;         /* points per t-SNE map (seeded subsample); 0 = no t-SNE */
@@ -26,7 +27,7 @@ typedef struct {
     int figures, audio;      /* 0 turns them off */
 } EvalOpts;
 void eval_opts_defaults(EvalOpts *o);
-/* Writes DIR/eval/results.json, figures and (InsNotes) audio; prints a table on stdout. 0 or -1. */
+/* Writes DIR/eval/results.json (or out_dir/...), figures and (InsNotes) audio; prints a table on stdout. 0 or -1. */
 int eval_run(const EvalOpts *o);
 
 /* A loaded run: its effective config, the model with the checkpoint's weights, and where they came from. */

@@ -102,6 +102,18 @@ TEST(eval_phonenums_end_to_end) {
             CHECK(png_ok(p, 0, 0), "%s: %s", p, v3_last_error());
         }
     }
+    /* the OOD test split: results beside, not over, the test split's */
+    o.split = "ood";
+    o.few_shot = 0;
+    o.probe_samples = -1;
+    CHECK(eval_run(&o) == 0, "eval --split ood: %s", v3_last_error());
+    CHECK(test_read_all(test_path(run, "eval-ood/results.json"), &js, &n) == 0, "no eval-ood/results.json");
+    CHECK(strstr((char *)js, "\"split\": \"ood\"") && json_value((char *)js, NULL, "fragments") == 160,
+          "16 OOD test pages expected:\n%s", (char *)js);
+    free(js);
+    CHECK(test_read_all(test_path(run, "eval/results.json"), &js, &n) == 0 && strstr((char *)js, "\"split\": \"test\""),
+          "the test split's results were overwritten");
+    free(js);
     /* transfer: the content of test sample 0 in the style of test sample 1, a 320 x 48 page */
     TransferOpts to;
     memset(&to, 0, sizeof to);
