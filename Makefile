@@ -111,7 +111,7 @@ test: v3 tests/run_tests
 DEMO_STEPS ?= 200
 demo: v3
 	@[ -f data/phonenums-mini/index.tsv ] || ./v3 data phonenums --mini --out data/phonenums-mini
-	@[ -f data/phonenums-mini-ood/index.tsv ] || ./v3 data phonenums --ood --pages 120 --out data/phonenums-mini-ood
+	@[ -f data/phonenums-mini-ood/index.tsv ] || ./v3 data phonenums --mini --ood --out data/phonenums-mini-ood
 	rm -rf runs/demo
 	./v3 train --config configs/phonenums-mini.yaml --out runs/demo --steps $(DEMO_STEPS) --device cpu
 	./v3 eval --run runs/demo

@@ -74,10 +74,11 @@ int cmd_data_insnotes(int argc, char **argv) {
     InsnotesParams p;
     insnotes_defaults(&p);
     const char *out = NULL;
+    int mini = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--ood")) { p.ood = 1; continue; }
-        if (!strcmp(a, "--mini")) { p.files_per_instrument = 4; p.velocity_layers = 1; continue; }
+        if (!strcmp(a, "--mini")) { mini = 1; continue; }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 0;
         int rc = need_value(i, argc, a);
         if (rc) return rc;
@@ -90,6 +91,11 @@ int cmd_data_insnotes(int argc, char **argv) {
         else return data_usage_err("insnotes: unknown option '%s'", a);
     }
     if (!out) return data_usage_err("insnotes: missing required option '%s'", "--out DIR");
+    /* mini: 4 files per instrument; an OOD set needs 11+ (1/5/10-shot files come first, then the test files) */
+    if (mini) { p.files_per_instrument = p.ood ? 12 : 4; p.velocity_layers = 1; }
+    if (p.ood && p.files_per_instrument <= 10)
+        return data_usage_err("--files-per-instrument %d with --ood: the OOD test split takes the files after the "
+                              "first 10 of each instrument; expected 11 or more", p.files_per_instrument);
     if (p.files_per_instrument < 1 || p.files_per_instrument > 1000)
         return data_usage_err("--files-per-instrument: expected 1..1000, got %d", p.files_per_instrument);
     if (p.velocity_layers < 1 || p.velocity_layers > 41)
@@ -104,10 +110,11 @@ int cmd_data_phonenums(int argc, char **argv) {
     PhonenumsParams p;
     phonenums_defaults(&p);
     const char *out = NULL;
+    int mini = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--ood")) { p.ood = 1; continue; }
-        if (!strcmp(a, "--mini")) { p.pages = 80; continue; }
+        if (!strcmp(a, "--mini")) { mini = 1; continue; }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 0;
         int rc = need_value(i, argc, a);
         if (rc) return rc;
@@ -119,6 +126,11 @@ int cmd_data_phonenums(int argc, char **argv) {
         else return data_usage_err("phonenums: unknown option '%s'", a);
     }
     if (!out) return data_usage_err("phonenums: missing required option '%s'", "--out DIR");
+    /* mini: 80 pages; an OOD set needs 11+ pages per colour (1/5/10-shot pages come first, then the test pages) */
+    if (mini) p.pages = p.ood ? 120 : 80;
+    if (p.ood && p.pages < 88)
+        return data_usage_err("--pages %d with --ood: the OOD test split takes the pages after the first 10 of each "
+                              "of the 8 colours; expected 88 or more", p.pages);
     if (p.pages < 10 || p.pages > 1000000) return data_usage_err("--pages: expected 10..1000000, got %d", p.pages);
     double t0 = now_seconds();
     if (phonenums_generate(out, &p)) return data_fail();
