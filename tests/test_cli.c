@@ -119,6 +119,8 @@ TEST(cli_every_subcommand_has_help) {
     CHECK(rc == 2 && strstr(out, "--bogus"), "eval --bogus: exit %d, %s", rc, out);
     rc = sh("./v3 transfer --run x --content 0 --style 1", out, sizeof out);
     CHECK(rc == 2 && strstr(out, "--out"), "transfer without --out: exit %d, %s", rc, out);
+    rc = sh("./v3 data phonenums --ood --pages 40 --out /nonexistent/x", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "88"), "an OOD set without a test split: exit %d, %s", rc, out);
     rc = sh("./v3 eval --run /nonexistent/run", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "/nonexistent/run/config.yaml"), "eval of a missing run: exit %d, %s", rc, out);
     return 0;
