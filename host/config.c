@@ -60,6 +60,7 @@ static const KeyDef KEYS[] = {
     F("log_every_n_steps", K_POSINT, log_every_n_steps),
     F("save_top_k", K_NNINT, save_top_k),
     F("save_every_n_epochs", K_POSINT, save_every_n_epochs),
+    F("tb_images_every_n_epochs", K_NNINT, tb_images_every_n_epochs),
     IGN("load_checkpoint", "use v3 train --resume to continue a run"),
     IGN("active_checkpoint", "use v3 train --resume to continue a run"),
     S("loss_config"),
@@ -454,6 +455,7 @@ void config_defaults(Config *c) {
     c->log_every_n_steps = 1;
     c->save_top_k = 3;
     c->save_every_n_epochs = 1;
+    c->tb_images_every_n_epochs = 1;
     c->w_recon = c->w_content = c->w_style = c->w_sample = c->w_fragment = 1;
     c->w_commit = 0.1;
     c->relativity = 15;

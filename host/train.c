@@ -21,6 +21,7 @@
 #include "loader.h"
 #include "progress.h"
 #include "tb_events.h"
+#include "train_images.h"
 #include "devops.h"
 #include "gpu_model.h"
 #include "model.h"
@@ -345,7 +346,10 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
                 CkptMeta meta = {step, r->seed, (uint32_t)(epoch + 1), last_val};
                 if (save_epoch_checkpoint(r, &meta)) return -1;
             }
-            if (save_latest(r, step, epoch + 1, last_val)) return -1;
+            if (save_latest(r, step, epoch + 1, last_val)) return -1; /* (on CUDA this also syncs r->m) */
+            int ti = c->tb_images_every_n_epochs;
+            if (ti > 0 && (epoch + 1) % ti == 0 && train_tb_images(r->tb, r->m, &r->val, r->seed, (int64_t)step))
+                v3_log("v3: warning: TensorBoard images: %s\n", v3_last_error());
         }
     }
     progress_break();

@@ -24,6 +24,7 @@ typedef struct {
     int log_every_n_steps;
     int save_top_k;
     int save_every_n_epochs;
+    int tb_images_every_n_epochs; /* ours: TensorBoard images (reconstructions, codebook sheet) every N epochs; 0 = never */
     int has_seed;             /* random_seed given (an empty value means unseeded in the authors' code; we default to 0 and say so) */
     uint64_t random_seed;
 

@@ -294,3 +294,39 @@ TEST(train_reduces_reconstruction_loss) {
     CHECK(fabs(lr0 - 1e-3) < 1e-12, "first-epoch learning rate %.3g, want the configured 1e-3", lr0);
     return 0;
 }
+
+/* TensorBoard images at validation: present every epoch by default, absent with tb_images_every_n_epochs: 0. */
+static int tb_has(const char *run, const char *needle) {
+    char tb[800];
+    snprintf(tb, sizeof tb, "%s/tb", run);
+    DIR *d = opendir(tb);
+    if (!d) return -1;
+    struct dirent *e;
+    int found = 0;
+    while ((e = readdir(d)))
+        if (!strncmp(e->d_name, "events.out", 10)) {
+            unsigned char *buf = NULL;
+            size_t n = 0;
+            if (test_read_all(test_path(tb, e->d_name), &buf, &n) == 0) {
+                for (size_t i = 0; i + strlen(needle) <= n && !found; i++)
+                    found = !memcmp(buf + i, needle, strlen(needle));
+                free(buf);
+            }
+        }
+    closedir(d);
+    return found;
+}
+
+TEST(train_writes_tensorboard_images_at_validation) {
+    char cfg[600], a[700];
+    char *dir = make_run_env("tbimg", cfg, sizeof cfg, NULL);
+    CHECK(dir, "environment");
+    snprintf(a, sizeof a, "%s/a", dir);
+    CHECK(run_train(cfg, a, 3, 0) == 0, "train: %s", v3_last_error()); /* 20 samples at batch 8: one epoch */
+    CHECK(tb_has(a, "val/codebook_sheet") == 1 && tb_has(a, "val/reconstruction") == 1 && tb_has(a, "\x89PNG") == 1,
+          "no images in %s/tb", a);
+    snprintf(a, sizeof a, "%s/b", dir);
+    CHECK(test_train_cpu(cfg, a, 3, 0, NULL, "tb_images_every_n_epochs=0") == 0, "train: %s", v3_last_error());
+    CHECK(tb_has(a, "val/codebook_sheet") == 0 && tb_has(a, "val/purity") == 1, "images despite the 0 interval");
+    return test_done(0, dir);
+}
