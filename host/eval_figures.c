@@ -7,6 +7,7 @@
 
 #include "common.h"
 #include "eval_parts.h"
+#include "fragment_tiles.h"
 #include "griffinlim.h"
 #include "insnotes.h"
 #include "plot.h"
@@ -17,29 +18,6 @@
 static void list_file(FILE *files, int *first, const char *name) {
     fprintf(files, "%s\"%s\"", *first ? "" : ", ", name);
     *first = 0;
-}
-
-void fragment_to_rgb(const float *frag, int C, int H, int W, int bins, int bin_pool, float lo, float hi,
-                     uint8_t *tile) {
-    if (C == 3) {
-        for (int y = 0; y < H; y++)
-            for (int x = 0; x < W; x++)
-                for (int c = 0; c < 3; c++) {
-                    float v = (frag[((size_t)c * H + y) * W + x] + 1.0f) * 127.5f;
-                    tile[((size_t)y * W + x) * 3 + c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : lrintf(v));
-                }
-        return;
-    }
-    int th = bins / bin_pool;
-    for (int r = 0; r < th; r++) {
-        int b0 = (th - 1 - r) * bin_pool; /* low frequencies at the bottom */
-        for (int x = 0; x < W; x++) {
-            double s = 0;
-            for (int k = 0; k < bin_pool; k++) s += frag[(size_t)(b0 + k) * W + x];
-            double t = (s / bin_pool - lo) / (hi - lo);
-            colormap_magma(t, tile + ((size_t)r * W + x) * 3);
-        }
-    }
 }
 
 int eval_fig_confusion(const char *dir, const DataSource *ds, const int64_t *M, int K, int C, FILE *files, int *first) {
@@ -167,41 +145,15 @@ int eval_codebook_sheet(EvalRun *r, const DataSource *ds, const Encoded *e, cons
                         int *audio_first) {
     Model *m = r->m;
     const ArchSpec *a = &m->arch;
-    int K = m->vq.K, dc = m->dc, ds_ = m->ds, C = a->C, H = a->H, W = a->W;
+    int K = m->vq.K, C = a->C, H = a->H, W = a->W, rc = 0;
     size_t frag = (size_t)C * H * W;
-    /* style sources: the first fragment of each style label met, up to max_styles */
-    int ns = 0, *src = xmalloc(sizeof(int) * (max_styles > 0 ? max_styles : 1));
-    for (int i = 0; i < e->N && ns < max_styles; i++) {
-        int seen = 0;
-        for (int j = 0; j < ns; j++) seen |= e->style[src[j]] == e->style[i];
-        if (!seen) src[ns++] = i;
-    }
-    if (ns == 0) { free(src); return 0; }
-    int N = ns * K, rc = 0;
-    float *q = falloc((size_t)N * dc), *zs = falloc((size_t)N * ds_), *xh = falloc(frag * N);
-    for (int s = 0; s < ns; s++)
-        for (int k = 0; k < K; k++) {
-            memcpy(q + ((size_t)s * K + k) * dc, m->vq.embed + (size_t)k * dc, sizeof(float) * dc);
-            memcpy(zs + ((size_t)s * K + k) * ds_, e->zs + (size_t)src[s] * ds_, sizeof(float) * ds_);
-        }
-    if (model_decode(m, q, zs, N, xh)) { rc = -1; goto done; }
+    CodebookSheet sh;
+    if (codebook_sheet_make(m, e->x, e->zs, e->style, e->N, max_styles, &sh)) return -1;
+    int ns = sh.ns;
+    const int *src = sh.src;
+    const float *xh = sh.xhat;
     if (figures) {
-        /* spectrograms: the lowest 256 bins (0-4 kHz, where the notes' harmonics are), pooled in pairs */
-        int spec = C == 1, bins = spec ? 256 : H, pool = spec ? 2 : 1, th = spec ? bins / pool : H, tw = W;
-        float lo = logf(1e-5f), hi = -INFINITY;
-        if (spec) {
-            for (size_t i = 0; i < frag * N; i++) if (xh[i] > hi) hi = xh[i];
-            for (int s = 0; s < ns; s++)
-                for (size_t i = 0; i < frag; i++) if (e->x[(size_t)src[s] * frag + i] > hi) hi = e->x[(size_t)src[s] * frag + i];
-            lo = hi - 12.0f; /* 12 nats of dynamic range below the loudest cell */
-        }
         int cols = K + 1;
-        uint8_t *rgb = xmalloc((size_t)ns * cols * th * tw * 3);
-        for (int s = 0; s < ns; s++)
-            for (int c = 0; c < cols; c++) {
-                const float *f = c == 0 ? e->x + (size_t)src[s] * frag : xh + ((size_t)s * K + c - 1) * frag;
-                fragment_to_rgb(f, C, H, W, bins, pool, lo, hi, rgb + ((size_t)s * cols + c) * th * tw * 3);
-            }
         char **rn = xmalloc(sizeof(char *) * ns), **cn = xmalloc(sizeof(char *) * cols);
         for (int s = 0; s < ns; s++) {
             rn[s] = xmalloc(48);
@@ -212,19 +164,18 @@ int eval_codebook_sheet(EvalRun *r, const DataSource *ds, const Encoded *e, cons
             if (c == 0) snprintf(cn[c], 24, "source");
             else snprintf(cn[c], 24, "%d", c - 1);
         }
-        int scale = (int)(1500 / ((double)cols * tw));
+        int scale = (int)(1500 / ((double)cols * sh.tw));
         if (scale < 1) scale = 1;
         if (scale > 4) scale = 4;
         char path[1300];
         snprintf(path, sizeof path, "%s/codebook_sheet.png", dir);
         rc = plot_image_grid(path, "Codebook sheet: every atom (columns) decoded with the style of a test fragment (rows)",
-                             rgb, ns, cols, th, tw, scale, (const char *const *)rn, (const char *const *)cn);
+                             sh.tiles, ns, cols, sh.th, sh.tw, scale, (const char *const *)rn, (const char *const *)cn);
         if (!rc) list_file(files, first, "codebook_sheet.png");
         for (int s = 0; s < ns; s++) free(rn[s]);
         for (int c = 0; c < cols; c++) free(cn[c]);
         free(rn);
         free(cn);
-        free(rgb);
         if (rc) goto done;
     }
     if (audio && C == 1 && H == INSNOTES_BINS) {
@@ -255,9 +206,6 @@ int eval_codebook_sheet(EvalRun *r, const DataSource *ds, const Encoded *e, cons
         ffree(wav);
     }
 done:
-    ffree(q);
-    ffree(zs);
-    ffree(xh);
-    free(src);
+    codebook_sheet_free(&sh);
     return rc;
 }

@@ -9,6 +9,7 @@
 #include "common.h"
 #include "cuda_backend.h"
 #include "eval.h"
+#include "fragment_tiles.h"
 #include "griffinlim.h"
 #include "insnotes.h"
 #include "loader.h"
@@ -79,21 +80,15 @@ int transfer_run(const TransferOpts *o) {
     if (model_decode(m, q, zs, n, x)) goto out;
     if (png) {
         /* fragments side by side: an image page, or a spectrogram over time (full 512 bins, low at the bottom) */
-        int th = C == 3 ? H : H, tw = W;
         float lo = 0, hi = 1;
-        if (C == 1) {
-            hi = -1e30f;
-            for (size_t i = 0; i < frag * n; i++) if (x[i] > hi) hi = x[i];
-            lo = hi - 12.0f;
-        }
-        uint8_t *tile = xmalloc((size_t)th * tw * 3), *page = xmalloc((size_t)th * tw * n * 3);
-        for (int k = 0; k < n; k++) {
-            fragment_to_rgb(x + (size_t)k * frag, C, H, W, H, 1, lo, hi, tile);
-            for (int y = 0; y < th; y++)
-                memcpy(page + ((size_t)y * tw * n + (size_t)k * tw) * 3, tile + (size_t)y * tw * 3, (size_t)tw * 3);
-        }
-        rc = png_write_rgb(o->out, page, tw * n, th);
-        free(tile);
+        if (C == 1) spec_display_range(x, frag * n, NULL, 0, &lo, &hi);
+        uint8_t *tiles = xmalloc(frag / C * 3 * n), *page;
+        for (int k = 0; k < n; k++)
+            fragment_to_rgb(x + (size_t)k * frag, C, H, W, H, 1, lo, hi, tiles + (size_t)k * H * W * 3);
+        int pw, ph;
+        page = tiles_to_image(tiles, 1, n, H, W, 0, &pw, &ph);
+        rc = png_write_rgb(o->out, page, pw, ph);
+        free(tiles);
         free(page);
     } else {
         /* the fragments' spectrograms back to back, one Griffin-Lim over all frames */

@@ -65,10 +65,4 @@ typedef struct {
 } TransferOpts;
 int transfer_run(const TransferOpts *o);
 
-/* Shared by eval and transfer: a fragment [C, H, W] as an 8-bit RGB tile for figures and PNGs.
- * Images (C = 3): PhoneNums/v3ds values in [-1, 1] -> [0, 255]. InsNotes (C = 1, log-magnitude spectrogram
- * [512 bins][32 frames]): the lowest `bins` bins, averaged over `bin_pool` neighbours, low frequencies at the
- * bottom, coloured with magma over [lo, hi]. tile is [th, tw, 3] with th = bins / bin_pool (C = 1) or H. */
-void fragment_to_rgb(const float *frag, int C, int H, int W, int bins, int bin_pool, float lo, float hi,
-                     uint8_t *tile);
 #endif

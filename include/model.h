@@ -85,7 +85,8 @@ int model_forward_mode(Model *m, const float *x, int B, int bn_train, VqMode vq_
 /* Evaluation pieces (BN running statistics, codebook frozen, no loss; N fragments, any count):
  * model_encode fills m->zc, m->q (nearest codeword), m->zs [N, d] and m->ind [N];
  * model_decode decodes content inputs q [N, dc] with styles zs [N, ds] into xhat [N, C, H, W].
- * Both return 0, or -1 with v3_last_error(). They invalidate the last training forward (no backward after). */
+ * Both return 0, or -1 with v3_last_error(). They invalidate the last training forward (no backward after) and may
+ * reallocate the model's activations: q and zs must be the caller's buffers, not m->q / m->zs. */
 int model_encode(Model *m, const float *x, int N);
 int model_decode(Model *m, const float *q, const float *zs, int N, float *xhat);
 /* Backward of the last training forward: fills m->g (zeroed first). */

@@ -44,6 +44,19 @@ static double json_value(const char *txt, const char *after, const char *key) {
     return p ? strtod(p + strlen(pat), NULL) : -1e300;
 }
 
+/* A CPU transfer with few Griffin-Lim iterations. */
+static TransferOpts transfer_opts(const char *run, const char *content, const char *style, const char *out) {
+    TransferOpts o;
+    memset(&o, 0, sizeof o);
+    o.run_dir = run;
+    o.content = content;
+    o.style = style;
+    o.out = out;
+    o.device = "cpu";
+    o.gl_iters = 4;
+    return o;
+}
+
 static int png_ok(const char *path, int w, int h) {
     uint8_t *pix = NULL;
     int gw, gh;
@@ -115,14 +128,7 @@ TEST(eval_phonenums_end_to_end) {
           "the test split's results were overwritten");
     free(js);
     /* transfer: the content of test sample 0 in the style of test sample 1, a 320 x 48 page */
-    TransferOpts to;
-    memset(&to, 0, sizeof to);
-    to.run_dir = run;
-    to.content = "test:0";
-    to.style = "1";
-    to.out = test_path(dir, "t.png");
-    to.device = "cpu";
-    to.gl_iters = 4;
+    TransferOpts to = transfer_opts(run, "test:0", "1", test_path(dir, "t.png"));
     CHECK(transfer_run(&to) == 0, "transfer: %s", v3_last_error());
     CHECK(png_ok(to.out, 320, 48), "transfer PNG: %s", v3_last_error());
     to.style = "test:99";
@@ -184,14 +190,7 @@ TEST(eval_insnotes_writes_audio) {
             free(w);
         }
     free(js);
-    TransferOpts to;
-    memset(&to, 0, sizeof to);
-    to.run_dir = run;
-    to.content = "test:0";
-    to.style = "test:1";
-    to.out = test_path(dir, "t.wav");
-    to.device = "cpu";
-    to.gl_iters = 4;
+    TransferOpts to = transfer_opts(run, "test:0", "test:1", test_path(dir, "t.wav"));
     CHECK(transfer_run(&to) == 0, "transfer: %s", v3_last_error());
     unsigned char *w = NULL;
     size_t wn = 0;
