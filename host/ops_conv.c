@@ -28,13 +28,24 @@ static int chunk_images(size_t per_image, int N) {
     return c > (size_t)N ? N : (int)c;
 }
 
+/* Output columns ow whose input column ow*s - p + j lies inside [0, W): [*lo, *hi). Lets the copy loops run
+ * without a bounds test per element (im2col/col2im were 40% of a small model's CPU step). */
+static void valid_cols(int Wo, int W, int s, int p, int j, int *lo, int *hi) {
+    int a = p - j, l = a > 0 ? (a + s - 1) / s : 0;   /* ceil((p - j) / s), at least 0 */
+    int h = (W - 1 + p - j) >= 0 ? (W - 1 + p - j) / s + 1 : 0;
+    *lo = l < Wo ? l : Wo;
+    *hi = h < Wo ? h : Wo;
+    if (*hi < *lo) *hi = *lo;
+}
+
 /* cols[(c*kh+i)*kw+j][n*HoWo + oh*Wo + ow] = x[n][c][oh*sh-ph+i][ow*sw-pw+j] (0 outside). */
 static void im2col(const float *x, int nc, int C, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw,
                    int Ho, int Wo, float *cols) {
     size_t HoWo = (size_t)Ho * Wo, ld = (size_t)nc * HoWo;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < C * kh * kw; r++) {
-        int c = r / (kh * kw), i = (r / kw) % kh, j = r % kw;
+        int c = r / (kh * kw), i = (r / kw) % kh, j = r % kw, lo, hi;
+        valid_cols(Wo, W, sw, pw, j, &lo, &hi);
         float *row = cols + (size_t)r * ld;
         for (int n = 0; n < nc; n++) {
             const float *xc = x + ((size_t)n * C + c) * H * W;
@@ -44,17 +55,20 @@ static void im2col(const float *x, int nc, int C, int H, int W, int kh, int kw, 
                 float *o = out + (size_t)oh * Wo;
                 if (ih < 0 || ih >= H) { memset(o, 0, sizeof(float) * Wo); continue; }
                 const float *xr = xc + (size_t)ih * W;
-                for (int ow = 0; ow < Wo; ow++) {
-                    int iw = ow * sw - pw + j;
-                    o[ow] = (iw >= 0 && iw < W) ? xr[iw] : 0.0f;
-                }
+                for (int ow = 0; ow < lo; ow++) o[ow] = 0.0f;
+                if (sw == 1) {
+                    if (hi > lo) memcpy(o + lo, xr + (lo - pw + j), sizeof(float) * (size_t)(hi - lo));
+                } else
+                    for (int ow = lo; ow < hi; ow++) o[ow] = xr[ow * sw - pw + j];
+                for (int ow = hi; ow < Wo; ow++) o[ow] = 0.0f;
             }
         }
     }
 }
 
 /* Adjoint of im2col: dx[n][c] = sum over (i,j) of the matching cols entries. Each (n,c) plane is owned by one
- * thread and summed in a fixed order, so the result is deterministic. */
+ * thread and summed in a fixed order ((i, j) outer; each (i, j) touches an element at most once), so the result
+ * is deterministic. */
 static void col2im(const float *cols, int nc, int C, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw,
                    int Ho, int Wo, float *dx) {
     size_t HoWo = (size_t)Ho * Wo, ld = (size_t)nc * HoWo;
@@ -65,14 +79,18 @@ static void col2im(const float *cols, int nc, int C, int H, int W, int kh, int k
         memset(d, 0, sizeof(float) * H * W);
         for (int i = 0; i < kh; i++)
             for (int j = 0; j < kw; j++) {
+                int lo, hi;
+                valid_cols(Wo, W, sw, pw, j, &lo, &hi);
                 const float *row = cols + ((size_t)(c * kh + i) * kw + j) * ld + n * HoWo;
                 for (int oh = 0; oh < Ho; oh++) {
                     int ih = oh * sh - ph + i;
                     if (ih < 0 || ih >= H) continue;
-                    for (int ow = 0; ow < Wo; ow++) {
-                        int iw = ow * sw - pw + j;
-                        if (iw >= 0 && iw < W) d[(size_t)ih * W + iw] += row[(size_t)oh * Wo + ow];
-                    }
+                    float *dr = d + (size_t)ih * W;
+                    const float *rr = row + (size_t)oh * Wo;
+                    if (sw == 1)
+                        for (int ow = lo; ow < hi; ow++) dr[ow - pw + j] += rr[ow];
+                    else
+                        for (int ow = lo; ow < hi; ow++) dr[ow * sw - pw + j] += rr[ow];
                 }
             }
     }
