@@ -71,7 +71,12 @@ int arch_spec(const Config *c, ArchSpec *a) {
 }
 
 /* ---- registration ---- */
-static void reg(TensorInfo **tab, int *cnt, size_t *total, size_t n, int trainable, int enc, const char *fmt, ...) {
+/* A PyTorch shape: up to 4 dims (unused trailing dims are ignored). */
+typedef struct { int ndim; int64_t d[4]; } Shape;
+static Shape shape4(int ndim, int64_t a, int64_t b, int64_t c, int64_t d) { return (Shape){ndim, {a, b, c, d}}; }
+#define SHAPE1(a) shape4(1, (a), 0, 0, 0)
+
+static void reg(TensorInfo **tab, int *cnt, size_t *total, Shape s, int trainable, int enc, const char *fmt, ...) {
     *tab = xrealloc(*tab, sizeof(TensorInfo) * (*cnt + 1));
     TensorInfo *t = &(*tab)[(*cnt)++];
     memset(t, 0, sizeof *t);
@@ -79,6 +84,12 @@ static void reg(TensorInfo **tab, int *cnt, size_t *total, size_t n, int trainab
     va_start(ap, fmt);
     vsnprintf(t->name, sizeof t->name, fmt, ap);
     va_end(ap);
+    size_t n = 1;
+    t->ndim = s.ndim;
+    for (int i = 0; i < s.ndim; i++) {
+        t->shape[i] = s.d[i];
+        n *= (size_t)s.d[i];
+    }
     t->off = *total;
     t->n = n;
     t->trainable = trainable;
@@ -87,9 +98,9 @@ static void reg(TensorInfo **tab, int *cnt, size_t *total, size_t n, int trainab
 }
 
 typedef struct { Model *m; int enc; } Reg;
-#define PREG(R, n, ...) (reg(&(R)->m->params, &(R)->m->n_params_t, &(R)->m->n_params, (n), 1, (R)->enc, __VA_ARGS__), \
+#define PREG(R, s, ...) (reg(&(R)->m->params, &(R)->m->n_params_t, &(R)->m->n_params, (s), 1, (R)->enc, __VA_ARGS__), \
                          (R)->m->params[(R)->m->n_params_t - 1].off)
-#define BREG(R, n, ...) (reg(&(R)->m->bufs, &(R)->m->n_bufs_t, &(R)->m->n_bufs, (n), 0, (R)->enc, __VA_ARGS__), \
+#define BREG(R, s, ...) (reg(&(R)->m->bufs, &(R)->m->n_bufs_t, &(R)->m->n_bufs, (s), 0, (R)->enc, __VA_ARGS__), \
                          (R)->m->bufs[(R)->m->n_bufs_t - 1].off)
 
 static ConvL conv_reg(Reg *R, const char *prefix, int cin, int cout, int kh, int kw, int sh, int sw, int transposed) {
@@ -97,8 +108,10 @@ static ConvL conv_reg(Reg *R, const char *prefix, int cin, int cout, int kh, int
     memset(&c, 0, sizeof c);
     c.g = (ConvGeom){cin, cout, kh, kw, sh, sw, kh / 2, kw / 2};
     c.transposed = transposed;
-    c.w = PREG(R, (size_t)cin * cout * kh * kw, "%s.weight", prefix);
-    c.b = PREG(R, (size_t)cout, "%s.bias", prefix);
+    /* Conv2d weight [out, in, kh, kw]; ConvTranspose2d [in, out, kh, kw] (the layouts ops.h computes with) */
+    Shape ws = transposed ? shape4(4, cin, cout, kh, kw) : shape4(4, cout, cin, kh, kw);
+    c.w = PREG(R, ws, "%s.weight", prefix);
+    c.b = PREG(R, SHAPE1(cout), "%s.bias", prefix);
     return c;
 }
 
@@ -106,10 +119,10 @@ static BnL bn_reg(Reg *R, const char *prefix, int C) {
     BnL b;
     memset(&b, 0, sizeof b);
     b.C = C;
-    b.g = PREG(R, (size_t)C, "%s.weight", prefix);
-    b.b = PREG(R, (size_t)C, "%s.bias", prefix);
-    b.rm = BREG(R, (size_t)C, "%s.running_mean", prefix);
-    b.rv = BREG(R, (size_t)C, "%s.running_var", prefix);
+    b.g = PREG(R, SHAPE1(C), "%s.weight", prefix);
+    b.b = PREG(R, SHAPE1(C), "%s.bias", prefix);
+    b.rm = BREG(R, SHAPE1(C), "%s.running_mean", prefix);
+    b.rv = BREG(R, SHAPE1(C), "%s.running_var", prefix);
     b.mean = falloc((size_t)C);
     b.invstd = falloc((size_t)C);
     return b;
@@ -257,8 +270,8 @@ static void init_stage(Model *m, const Stage *s) {
 }
 
 static void linear_reg(Reg *R, const char *prefix, int in, int out, size_t *w, size_t *b) {
-    *w = PREG(R, (size_t)in * out, "%s.weight", prefix);
-    *b = PREG(R, (size_t)out, "%s.bias", prefix);
+    *w = PREG(R, shape4(2, out, in, 0, 0), "%s.weight", prefix); /* Linear weight [out, in] */
+    *b = PREG(R, SHAPE1(out), "%s.bias", prefix);
 }
 
 Model *model_build(const Config *c, uint64_t seed) {
@@ -294,10 +307,10 @@ Model *model_build(const Config *c, uint64_t seed) {
     /* The authors' bn_c/bn_s (BatchNorm1d) exist in the state_dict but never run: untrained, kept last. */
     R.enc = 1;
     int first_unused = m->n_params_t;
-    size_t bnc = PREG(&R, (size_t)m->dc, "encoder.bn_c.weight");
-    (void)PREG(&R, (size_t)m->dc, "encoder.bn_c.bias");
-    size_t bns = PREG(&R, (size_t)m->ds, "encoder.bn_s.weight");
-    (void)PREG(&R, (size_t)m->ds, "encoder.bn_s.bias");
+    size_t bnc = PREG(&R, SHAPE1(m->dc), "encoder.bn_c.weight");
+    (void)PREG(&R, SHAPE1(m->dc), "encoder.bn_c.bias");
+    size_t bns = PREG(&R, SHAPE1(m->ds), "encoder.bn_s.weight");
+    (void)PREG(&R, SHAPE1(m->ds), "encoder.bn_s.bias");
     for (int i = first_unused; i < m->n_params_t; i++) m->params[i].trainable = 0;
     for (int i = 0; i < m->n_params_t; i++)
         if (m->params[i].enc) m->n_enc_params += m->params[i].n;

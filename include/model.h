@@ -25,7 +25,17 @@ typedef struct {
  * sizes do not work out (odd sizes at a stride, bottleneck mismatch). */
 int arch_spec(const Config *c, ArchSpec *a);
 
-typedef struct { size_t off, n; char name[96]; int trainable; int enc; } TensorInfo;
+/* One named tensor of the parameter or buffer table: offset and size in its buffer, and its shape in PyTorch's
+ * layout (Conv2d [out, in, kh, kw], ConvTranspose2d [in, out, kh, kw], Linear [out, in], biases and BatchNorm [C]),
+ * which is also our memory layout (row-major), so a state_dict tensor maps onto the floats at off unchanged. */
+typedef struct {
+    size_t off, n;
+    char name[96];
+    int trainable;
+    int enc;
+    int ndim;
+    int64_t shape[4];
+} TensorInfo;
 
 typedef enum { ST_STEM, ST_BLOCK, ST_UPSAMPLE, ST_OUTCONV } StageKind;
 typedef struct { ConvGeom g; size_t w, b; int transposed; } ConvL;
