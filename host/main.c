@@ -1,4 +1,4 @@
-/* The `v3` command line: subcommands train, eval, transfer, info, data, bench, device. Exit codes: 0 success, 1 runtime error (bad
+/* The `v3` command line: subcommands train, eval, transfer, export, import, info, data, bench, device. Exit codes: 0 success, 1 runtime error (bad
  * input files, NaN loss, ...), 2 usage error, 130 interrupted (checkpoint saved). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -26,6 +26,9 @@ static void usage(FILE *f) {
             "                                                        measure a run: results.json, figures, audio\n"
             "  transfer --run DIR --content SAMPLE --style SAMPLE --out FILE.png|FILE.wav\n"
             "                                                        decode one sample's content in another's style\n"
+            "  export  --run DIR --out FILE.safetensors [--checkpoint FILE] [--probe-out FILE]\n"
+            "                                                        a run's weights as the authors' PyTorch state_dict\n"
+            "  import  FILE.safetensors --config FILE --out DIR      a state_dict as a new run (v3 eval --run DIR)\n"
             "  bench   loader --data DIR [--data DIR ...]            batches/s of each dataset's loading path\n"
             "  device                                                report the CUDA device, if any\n"
             "exit codes: 0 ok, 1 error, 2 usage error, 130 interrupted (checkpoint saved)\n");
@@ -98,6 +101,8 @@ static int cmd_train(int argc, char **argv) {
 int cmd_bench(int argc, char **argv); /* host/bench_loader.c */
 int cmd_eval(int argc, char **argv);     /* host/eval_cli.c */
 int cmd_transfer(int argc, char **argv); /* host/eval_cli.c */
+int cmd_export(int argc, char **argv);   /* host/weights_cli.c */
+int cmd_import(int argc, char **argv);   /* host/weights_cli.c */
 
 static int cmd_info(int argc, char **argv) {
     const char *path = NULL, *sets[64];
@@ -143,5 +148,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "transfer")) return cmd_transfer(argc - 1, argv + 1);
+    if (!strcmp(cmd, "export")) return cmd_export(argc - 1, argv + 1);
+    if (!strcmp(cmd, "import")) return cmd_import(argc - 1, argv + 1);
     return usage_error("", "unknown command", cmd);
 }
