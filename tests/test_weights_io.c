@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "config.h"
@@ -380,3 +381,225 @@ static int round_trip(ArchKind arch, const char *tag) {
 
 TEST(weights_round_trip_tiny) { return round_trip(ARCH_TINY, "wrt_tiny"); }
 TEST(weights_round_trip_phonenums_small) { return round_trip(ARCH_PHONENUMS, "wrt_pn"); }
+
+/* The full PhoneNums model: a few known state_dict keys with the shapes PyTorch gives them, the module order,
+ * num_batches_tracked values, metadata, and the parameter total of `./v3 info`. */
+typedef struct { const char *name; StDtype dt; int ndim; int64_t shape[4]; } Known;
+
+static long info_total(const char *cfg) {
+    char cmd[256], out[4096];
+    snprintf(cmd, sizeof cmd, "./v3 info --config %s 2>/dev/null", cfg);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    if (pclose(p) != 0) return -1;
+    const char *t = strstr(out, "total params");
+    return t ? strtol(t + strlen("total params"), NULL, 10) : -1;
+}
+
+TEST(weights_phonenums_names_and_shapes) {
+    char *dir = test_tmpdir("wnames");
+    const char *path = test_path(dir, "pn.safetensors");
+    Config c;
+    config_defaults(&c);
+    CHECK(config_load("configs/phonenums.yaml", &c) == 0, "config: %s", v3_last_error());
+    Model *m = model_build(&c, 0);
+    CHECK(m, "build: %s", v3_last_error());
+    CHECK(export_to(m, path, 7) == 0, "export: %s", v3_last_error());
+    int n_params_t = m->n_params_t, n_bn = m->n_bufs_t / 2;
+    size_t n_params = m->n_params;
+    model_free(m);
+    StFile f;
+    CHECK(st_read(path, &f) == 0, "read: %s", v3_last_error());
+    const Known known[] = {
+        {"encoder.cnn_1.0.weight", ST_F32, 4, {16, 3, 5, 5}},        /* Conv2d(3, 16, 5x5): [out, in, kh, kw] */
+        {"encoder.cnn_1.1.running_var", ST_F32, 1, {16}},
+        {"encoder.cnn_1.resblock_0_0.shortcut.0.weight", ST_F32, 4, {32, 16, 1, 1}},
+        {"encoder.cnn_1.resblock_0_0.shortcut.1.num_batches_tracked", ST_I64, 0, {0}},
+        {"encoder.cnn_2.resblock_1_1.conv_1.weight", ST_F32, 4, {256, 256, 5, 5}},
+        {"encoder.linear_1.weight", ST_F32, 2, {1024, 1536}},        /* Linear(1536, 1024): [out, in] */
+        {"encoder.bn_c.running_var", ST_F32, 1, {512}},
+        {"encoder.bn_s.num_batches_tracked", ST_I64, 0, {0}},
+        {"vq._codebook.initted", ST_F32, 1, {1}},
+        {"vq._codebook.cluster_size", ST_F32, 2, {1, 10}},
+        {"vq._codebook.embed_avg", ST_F32, 3, {1, 10, 512}},
+        {"vq._codebook.embed", ST_F32, 3, {1, 10, 512}},
+        {"decoder.linear_0.weight", ST_F32, 2, {1536, 1024}},
+        {"decoder.cnn_transpose_2.resblock_0_1.shortcut.0.weight", ST_F32, 4, {256, 128, 1, 1}}, /* ConvT: [in, out, ..] */
+        {"decoder.cnn_transpose_1.output_conv.weight", ST_F32, 4, {16, 3, 5, 5}},
+    };
+    int rc = 0;
+    for (size_t i = 0; i < sizeof known / sizeof known[0] && !rc; i++) {
+        const StTensor *t = st_find(&f, known[i].name);
+        int ok = t && t->dtype == known[i].dt && t->ndim == known[i].ndim;
+        for (int k = 0; ok && k < known[i].ndim; k++) ok = t->shape[k] == known[i].shape[k];
+        if (!ok) { fprintf(stderr, "    %s: missing or wrong dtype/shape\n", known[i].name); rc = 1; }
+    }
+    /* PyTorch's order: ... encoder.bn_s, then vq._codebook, then the decoder */
+    const StTensor *bns = st_find(&f, "encoder.bn_s.num_batches_tracked"), *emb = st_find(&f, "vq._codebook.embed");
+    int order = !strcmp(f.t[0].name, "encoder.cnn_1.0.weight") && bns && !strcmp(bns[1].name, "vq._codebook.initted") &&
+                emb && !strcmp(emb[1].name, "decoder.linear_c.weight") &&
+                !strcmp(f.t[f.n - 1].name, "decoder.cnn_transpose_1.output_conv.bias") &&
+                !strcmp(f.t[4].name, "encoder.cnn_1.1.running_mean") &&
+                !strcmp(f.t[6].name, "encoder.cnn_1.1.num_batches_tracked");
+    int64_t nbt = -1, nbt_c = -1;
+    const StTensor *t1 = st_find(&f, "encoder.cnn_1.1.num_batches_tracked"), *tc = st_find(&f, "encoder.bn_c.num_batches_tracked");
+    if (t1) memcpy(&nbt, f.data + t1->begin, 8);
+    if (tc) memcpy(&nbt_c, f.data + tc->begin, 8);
+    size_t total = 0;
+    for (int i = 0; i < f.n; i++) {
+        size_t L = strlen(f.t[i].name);
+        if ((L > 7 && !strcmp(f.t[i].name + L - 7, ".weight")) || (L > 5 && !strcmp(f.t[i].name + L - 5, ".bias")))
+            total += (size_t)st_numel(&f.t[i]);
+    }
+    int meta = st_meta(&f, "format") && !strcmp(st_meta(&f, "format"), "v3-state-dict") && st_meta(&f, "arch") &&
+               !strcmp(st_meta(&f, "arch"), "phonenums") && st_meta(&f, "n_atoms") && !strcmp(st_meta(&f, "n_atoms"), "10");
+    int count = f.n;
+    st_free(&f);
+    CHECK(rc == 0, "known keys");
+    CHECK(order, "tensors not in PyTorch's state_dict order");
+    CHECK(nbt == 7 && nbt_c == 0, "num_batches_tracked %lld (want 7) and unused bn_c's %lld (want 0)", (long long)nbt,
+          (long long)nbt_c);
+    CHECK(meta, "metadata");
+    /* parameters, + running_mean/var/num_batches_tracked per BatchNorm (incl. bn_c, bn_s), + 4 codebook buffers */
+    CHECK(count == n_params_t + 3 * (n_bn + 2) + 4 && count == 436, "%d tensors (the authors' PhoneNums state_dict has 436)", count);
+    CHECK(total == n_params && total == 20612787, "weights and biases hold %zu values, the model %zu", total, n_params);
+    if (access("./v3", X_OK) == 0) {
+        long info = info_total("configs/phonenums.yaml");
+        CHECK(info == (long)total, "./v3 info says %ld parameters, the file holds %zu", info, total);
+    }
+    return test_done(0, dir);
+}
+
+/* ---- strict import ---- */
+typedef enum { M_DROP, M_FLATTEN, M_GROW, M_TO_I64, M_TO_F32, M_NAN, M_EXTRA, M_ALL_F64 } Mod;
+
+/* Copy src into path with one modification of tensor `target` (metadata is not copied: import must not need it). */
+static int rewrite(const StFile *src, const char *path, Mod mod, const char *target) {
+    StWriter *w = st_writer_new();
+    int rc = 0;
+    for (int i = 0; i < src->n && !rc; i++) {
+        const StTensor *t = &src->t[i];
+        const unsigned char *d = src->data + t->begin;
+        size_t n = (size_t)st_numel(t);
+        int hit = target && !strcmp(t->name, target);
+        if (hit && mod == M_DROP) continue;
+        if ((hit && (mod == M_TO_I64 || mod == M_TO_F32 || mod == M_NAN || mod == M_GROW)) ||
+            (mod == M_ALL_F64 && t->dtype == ST_F32)) {
+            float *v = falloc(n + 1);
+            rc = st_get_f32(src, t->name, t->ndim, t->shape, v);
+            if (mod == M_NAN) v[n / 2] = NAN;
+            if (rc) { /* (reported by st_get_f32) */
+            } else if (mod == M_GROW) { /* one element more: [n + 1] */
+                int64_t s = (int64_t)n + 1;
+                rc = st_add(w, t->name, ST_F32, 1, &s, v);
+            } else if (mod == M_TO_I64) {
+                int64_t *iv = xmalloc(8 * (n + 1));
+                for (size_t k = 0; k < n; k++) iv[k] = (int64_t)v[k];
+                rc = st_add(w, t->name, ST_I64, t->ndim, t->shape, iv);
+                free(iv);
+            } else if (mod == M_ALL_F64) {
+                double *dv = xmalloc(8 * (n + 1));
+                for (size_t k = 0; k < n; k++) dv[k] = v[k];
+                rc = st_add(w, t->name, ST_F64, t->ndim, t->shape, dv);
+                free(dv);
+            } else {
+                rc = st_add(w, t->name, ST_F32, t->ndim, t->shape, v);
+            }
+            ffree(v);
+            continue;
+        }
+        if (hit && mod == M_FLATTEN) {
+            int64_t s = (int64_t)n;
+            rc = st_add(w, t->name, t->dtype, 1, &s, d);
+            continue;
+        }
+        rc = st_add(w, t->name, t->dtype, t->ndim, t->shape, d);
+    }
+    if (!rc && mod == M_EXTRA) {
+        float v[2] = {1, 2};
+        int64_t s = 2;
+        rc = st_add(w, target, ST_F32, 1, &s, v);
+    }
+    if (!rc) rc = st_writer_save(w, path);
+    st_writer_free(w);
+    return rc;
+}
+
+typedef struct { const char *what; Mod mod; const char *target; const char *want[2]; } ImportCase;
+
+TEST(weights_import_is_strict) {
+    char *dir = test_tmpdir("wstrict");
+    const char *good = test_path(dir, "good.safetensors");
+    Config c;
+    small_config(&c, ARCH_TINY);
+    float *x;
+    Model *a = trained_model(&c, 3, &x), *b = model_build(&c, 4);
+    CHECK(a && b, "build: %s", v3_last_error());
+    CHECK(export_to(a, good, 2) == 0, "export: %s", v3_last_error());
+    StFile src;
+    CHECK(st_read(good, &src) == 0, "read: %s", v3_last_error());
+    char lin0[64], w1[64], n_expected[64];
+    snprintf(n_expected, sizeof n_expected, "expected only the %d state_dict tensors", src.n);
+    const TensorInfo *l0 = NULL, *c1 = NULL;
+    for (int i = 0; i < b->n_params_t; i++) {
+        if (!strcmp(b->params[i].name, "decoder.linear_0.weight")) l0 = &b->params[i];
+        if (!strcmp(b->params[i].name, "encoder.cnn_1.0.weight")) c1 = &b->params[i];
+    }
+    CHECK(l0 && c1 && l0->ndim == 2 && c1->ndim == 4, "tensor table");
+    snprintf(lin0, sizeof lin0, "expected [%lld, %lld]", (long long)l0->shape[0], (long long)l0->shape[1]);
+    snprintf(w1, sizeof w1, "expected F32 [%lld, %lld, %lld, %lld]", (long long)c1->shape[0], (long long)c1->shape[1],
+             (long long)c1->shape[2], (long long)c1->shape[3]);
+    const ImportCase cases[] = {
+        {"missing weight", M_DROP, "encoder.cnn_1.0.weight", {"tensor 'encoder.cnn_1.0.weight' is missing", w1}},
+        {"missing BN statistic", M_DROP, "encoder.cnn_2.1.running_var", {"'encoder.cnn_2.1.running_var' is missing"}},
+        {"missing codebook", M_DROP, "vq._codebook.embed", {"'vq._codebook.embed' is missing", "expected F32 [1, 4, 6]"}},
+        {"missing unused bn_c statistic", M_DROP, "encoder.bn_c.running_mean", {"'encoder.bn_c.running_mean' is missing"}},
+        {"missing num_batches_tracked", M_DROP, "encoder.cnn_1.1.num_batches_tracked", {"is missing; expected I64 []"}},
+        {"wrong shape", M_FLATTEN, "decoder.linear_0.weight", {"tensor 'decoder.linear_0.weight' has shape [", lin0}},
+        {"codebook without the codebook dim", M_FLATTEN, "vq._codebook.cluster_size",
+         {"'vq._codebook.cluster_size' has shape [4]", "expected [1, 4]"}},
+        {"unused bn_s statistic misshaped", M_GROW, "encoder.bn_s.running_var",
+         {"'encoder.bn_s.running_var' has shape [6]", "expected [5]"}},
+        {"unexpected tensor", M_EXTRA, "encoder.extra.weight", {"unexpected tensor 'encoder.extra.weight'", n_expected}},
+        {"integer weight", M_TO_I64, "encoder.linear_c.weight",
+         {"tensor 'encoder.linear_c.weight' has dtype I64", "expected F32 (or F64, F16, BF16)"}},
+        {"float num_batches_tracked", M_TO_F32, "encoder.cnn_1.1.num_batches_tracked",
+         {"'encoder.cnn_1.1.num_batches_tracked' is F32 []", "expected I64 []"}},
+        {"NaN weight", M_NAN, "decoder.linear_s.weight", {"tensor 'decoder.linear_s.weight' element", "expected finite values"}},
+    };
+    float *keep = falloc(b->n_params);
+    memcpy(keep, b->p, sizeof(float) * b->n_params);
+    int rc = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0] && !rc; i++) {
+        const ImportCase *k = &cases[i];
+        const char *path = test_path(dir, "bad.safetensors");
+        CHECK(rewrite(&src, path, k->mod, k->target) == 0, "%s: rewrite: %s", k->what, v3_last_error());
+        StFile f;
+        CHECK(st_read(path, &f) == 0, "%s: read: %s", k->what, v3_last_error());
+        int got = weights_import(b, &f);
+        st_free(&f);
+        const char *e = v3_last_error();
+        CHECK(got == -1, "%s: accepted", k->what);
+        CHECK(strstr(e, path) && !strchr(e, '\n'), "%s: message does not name the file in one line: %s", k->what, e);
+        for (int w = 0; w < 2 && k->want[w]; w++) CHECK(strstr(e, k->want[w]), "%s: lacks \"%s\": %s", k->what, k->want[w], e);
+        CHECK(!memcmp(keep, b->p, sizeof(float) * b->n_params), "%s: a failed import changed the model", k->what);
+    }
+    /* no metadata and F64 tensors (a file from another writer): accepted, values exact */
+    const char *f64 = test_path(dir, "f64.safetensors");
+    CHECK(rewrite(&src, f64, M_ALL_F64, NULL) == 0, "rewrite f64: %s", v3_last_error());
+    StFile f;
+    CHECK(st_read(f64, &f) == 0 && f.n_meta == 0 && f.t[0].dtype == ST_F64, "read f64: %s", v3_last_error());
+    int imp = weights_import(b, &f);
+    st_free(&f);
+    st_free(&src);
+    CHECK(imp == 0, "F64 file without metadata: %s", v3_last_error());
+    CHECK(!memcmp(a->p, b->p, sizeof(float) * a->n_params) && !memcmp(a->buf, b->buf, sizeof(float) * a->n_bufs),
+          "F64 import differs");
+    ffree(keep);
+    ffree(x);
+    model_free(a);
+    model_free(b);
+    return test_done(rc, dir);
+}
