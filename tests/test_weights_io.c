@@ -603,3 +603,99 @@ TEST(weights_import_is_strict) {
     model_free(b);
     return test_done(rc, dir);
 }
+
+/* ---- the reference reader: the `safetensors` package (CI installs it and sets V3_ST_PYTHON) ---- */
+
+/* The expectation tools/st_check.py compares against: our reader's view of the file (names, dtypes, shapes,
+ * element sums), so the two independent readers must agree on header and data. */
+static int write_expectation(const StFile *f, const char *path) {
+    FILE *o = fopen(path, "w");
+    if (!o) return -1;
+    fprintf(o, "{\"metadata\": ");
+    if (!f->n_meta) fprintf(o, "null");
+    for (int i = 0; i < f->n_meta; i++)
+        fprintf(o, "%s\"%s\": \"%s\"%s", i ? ", " : "{", f->meta_key[i], f->meta_val[i], i == f->n_meta - 1 ? "}" : "");
+    fprintf(o, ", \"tensors\": [");
+    for (int i = 0; i < f->n; i++) {
+        const StTensor *t = &f->t[i];
+        size_t n = (size_t)st_numel(t);
+        float *v = falloc(n + 1);
+        double s = 0, sa = 0;
+        if (st_get_f32(f, t->name, t->ndim, t->shape, v)) { ffree(v); fclose(o); return -1; }
+        for (size_t k = 0; k < n; k++) { s += v[k]; sa += fabs(v[k]); }
+        ffree(v);
+        fprintf(o, "%s[\"%s\", \"%s\", [", i ? ", " : "", t->name, st_dtype_name(t->dtype));
+        for (int k = 0; k < t->ndim; k++) fprintf(o, "%s%lld", k ? ", " : "", (long long)t->shape[k]);
+        fprintf(o, "], %.17g, %.17g]", s, sa);
+    }
+    fprintf(o, "]}\n");
+    return fclose(o) == 0 ? 0 : -1;
+}
+
+static int st_check(const char *py, const char *file, const char *expect, char *out, size_t cap) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s tools/st_check.py %s %s 2>&1", py, file, expect);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    return pclose(p);
+}
+
+TEST(weights_read_by_the_safetensors_package) {
+    const char *py = getenv("V3_ST_PYTHON");
+    if (!py || !*py) SKIP("V3_ST_PYTHON not set: the safetensors package did NOT check our files (.ci/run installs it)");
+    char *dir = test_tmpdir("stpy");
+    char model[600], dtypes[600], expect[600], out[4096];
+    snprintf(model, sizeof model, "%s/model.safetensors", dir);
+    snprintf(dtypes, sizeof dtypes, "%s/dtypes.safetensors", dir);
+    snprintf(expect, sizeof expect, "%s/expect.json", dir);
+    /* a trained PhoneNums-architecture model (BN statistics, codebook, I64 scalars, metadata) */
+    Config c;
+    small_config(&c, ARCH_PHONENUMS);
+    float *x;
+    Model *m = trained_model(&c, 5, &x);
+    CHECK(m, "build: %s", v3_last_error());
+    int rc = export_to(m, model, 2);
+    ffree(x);
+    model_free(m);
+    CHECK(rc == 0, "export: %s", v3_last_error());
+    /* every dtype numpy has (no BF16), a scalar and an empty tensor, no metadata */
+    StWriter *w = st_writer_new();
+    float f32[3] = {1.5f, -2, 3};
+    double f64[2] = {0.25, -8};
+    uint16_t f16[2] = {0x3C00, 0xC400};
+    int64_t i64 = -5, s2 = 2, s3 = 3, s0[2] = {0, 4};
+    int32_t i32[2] = {7, -9};
+    int16_t i16[2] = {300, -2};
+    int8_t i8[2] = {-100, 5};
+    uint8_t u8[2] = {200, 1}, b[3] = {1, 0, 1};
+    rc = st_add(w, "f32", ST_F32, 1, &s3, f32) || st_add(w, "f64", ST_F64, 1, &s2, f64) ||
+         st_add(w, "f16", ST_F16, 1, &s2, f16) || st_add(w, "i64_scalar", ST_I64, 0, NULL, &i64) ||
+         st_add(w, "i32", ST_I32, 1, &s2, i32) || st_add(w, "i16", ST_I16, 1, &s2, i16) ||
+         st_add(w, "i8", ST_I8, 1, &s2, i8) || st_add(w, "u8", ST_U8, 1, &s2, u8) ||
+         st_add(w, "bool", ST_BOOL, 1, &s3, b) || st_add(w, "empty", ST_F32, 2, s0, f32) || st_writer_save(w, dtypes);
+    st_writer_free(w);
+    CHECK(rc == 0, "write dtypes: %s", v3_last_error());
+    const char *files[2] = {model, dtypes};
+    for (int i = 0; i < 2; i++) {
+        StFile f;
+        CHECK(st_read(files[i], &f) == 0, "read: %s", v3_last_error());
+        int n = f.n;
+        rc = write_expectation(&f, expect);
+        st_free(&f);
+        CHECK(rc == 0, "expectation");
+        int st = st_check(py, files[i], expect, out, sizeof out);
+        CHECK(st == 0, "%s: st_check.py exited with %d: %s", files[i], st, out);
+        char ok[32];
+        snprintf(ok, sizeof ok, "OK %d tensors", n);
+        CHECK(strstr(out, ok), "%s: st_check.py said: %s", files[i], out);
+    }
+    /* and it does fail on a mismatch (a wrong expectation) */
+    FILE *o = fopen(expect, "w");
+    CHECK(o, "open");
+    fprintf(o, "{\"metadata\": null, \"tensors\": [[\"f32\", \"F32\", [3], 2.5, 6.5]]}\n");
+    fclose(o);
+    CHECK(st_check(py, dtypes, expect, out, sizeof out) != 0, "st_check.py accepted a wrong expectation: %s", out);
+    return test_done(0, dir);
+}
