@@ -96,6 +96,9 @@ build/libv3.a: $(LIB_OBJ)
 v3: build/host/main.o build/libv3.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
+# The golden tests share their comparison code (a header next to the golden files).
+build/tests/test_golden.o build/tests/gpu/test_gpu_golden.o: tests/golden/golden_check.h
+
 tests/run_tests: $(TEST_OBJ) build/libv3.a
 	$(CC) $(CFLAGS) $(TEST_OBJ) build/libv3.a -o $@ $(LDLIBS)
 
