@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cli.h"
 #include "common.h"
 #include "dataset.h"
 
@@ -57,10 +58,7 @@ int data_usage_err(const char *fmt, ...) {
     return 2;
 }
 
-int data_fail(void) {
-    fprintf(stderr, "v3: error: %s\n", v3_last_error());
-    return 1;
-}
+int data_fail(void) { return cli_fail(); }
 
 /* Strict integer / float parsing: the whole argument must be a number in range. */
 int data_parse_int(const char *flag, const char *s, int *out) {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "common.h"
 #include "cuda_backend.h"
 #include "datasource.h"
@@ -94,7 +95,7 @@ int cmd_bench(int argc, char **argv) {
     char desc[256];
     int gpu = 0;
     if (strcmp(device, "cpu") && cuda_probe(desc, sizeof desc) > 0) {
-        if (cuda_init(0)) { fprintf(stderr, "v3: error: %s\n", v3_last_error()); return 1; }
+        if (cuda_init(0)) return cli_fail();
         gpu = 1;
     } else if (!strcmp(device, "cuda")) {
         fprintf(stderr, "v3: error: --device cuda: %s\n", desc);
@@ -104,13 +105,10 @@ int cmd_bench(int argc, char **argv) {
     int nr = 0;
     for (int d = 0; d < nd; d++) {
         int k = bench_one(dirs[d], B, frags, iters, 0, &rows[nr]);
-        if (k < 0) { fprintf(stderr, "v3: error: %s\n", v3_last_error()); return 1; }
+        if (k < 0) return cli_fail();
         nr++;
         if (k == 1 && gpu) { /* InsNotes: the STFT on the GPU as well */
-            if (bench_one(dirs[d], B, frags, iters, 1, &rows[nr]) < 0) {
-                fprintf(stderr, "v3: error: %s\n", v3_last_error());
-                return 1;
-            }
+            if (bench_one(dirs[d], B, frags, iters, 1, &rows[nr]) < 0) return cli_fail();
             nr++;
         }
     }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "common.h"
 #include "eval.h"
 
@@ -45,11 +46,6 @@ static void transfer_usage(FILE *f) {
             "exit codes: 0 ok, 1 error, 2 usage error\n");
 }
 
-static int usage_err(const char *cmd, const char *msg, const char *arg) {
-    fprintf(stderr, "v3 %s: %s '%s' (see v3 %s --help)\n", cmd, msg, arg ? arg : "", cmd);
-    return 2;
-}
-
 static int parse_int(const char *cmd, const char *flag, const char *s, int lo, int *out) {
     char *end;
     errno = 0;
@@ -57,7 +53,7 @@ static int parse_int(const char *cmd, const char *flag, const char *s, int lo, i
     if (errno || end == s || *end || v < lo || v > 1000000) {
         char m[96];
         snprintf(m, sizeof m, "%s expects an integer >= %d, got", flag, lo);
-        usage_err(cmd, m, s);
+        cli_usage_error(cmd, m, s);
         return -1;
     }
     *out = (int)v;
@@ -66,7 +62,7 @@ static int parse_int(const char *cmd, const char *flag, const char *s, int lo, i
 
 static int check_device(const char *cmd, const char *d) {
     if (strcmp(d, "auto") && strcmp(d, "cpu") && strcmp(d, "cuda")) {
-        usage_err(cmd, "--device expects auto, cpu or cuda, got", d);
+        cli_usage_error(cmd, "--device expects auto, cpu or cuda, got", d);
         return -1;
     }
     return 0;
@@ -95,15 +91,12 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--no-audio")) o.audio = 0;
         else if (!strcmp(a, "--quiet")) v3_verbose = 0;
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { eval_usage(stdout); return 0; }
-        else return usage_err("eval", "unknown or incomplete option", a);
+        else return cli_usage_error("eval", "unknown or incomplete option", a);
     }
-    if (!o.run_dir) return usage_err("eval", "missing required option", "--run DIR");
+    if (!o.run_dir) return cli_usage_error("eval", "missing required option", "--run DIR");
     if (strcmp(o.split, "test") && strcmp(o.split, "val") && strcmp(o.split, "ood"))
-        return usage_err("eval", "--split expects test, val or ood, got", o.split);
-    if (eval_run(&o)) {
-        fprintf(stderr, "v3: error: %s\n", v3_last_error());
-        return 1;
-    }
+        return cli_usage_error("eval", "--split expects test, val or ood, got", o.split);
+    if (eval_run(&o)) return cli_fail();
     return 0;
 }
 
@@ -125,15 +118,12 @@ int cmd_transfer(int argc, char **argv) {
         else if (!strcmp(a, "--gl-iters") && has) { if (parse_int("transfer", a, argv[++i], 1, &o.gl_iters)) return 2; }
         else if (!strcmp(a, "--quiet")) v3_verbose = 0;
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { transfer_usage(stdout); return 0; }
-        else return usage_err("transfer", "unknown or incomplete option", a);
+        else return cli_usage_error("transfer", "unknown or incomplete option", a);
     }
-    if (!o.run_dir) return usage_err("transfer", "missing required option", "--run DIR");
-    if (!o.content) return usage_err("transfer", "missing required option", "--content SAMPLE");
-    if (!o.style) return usage_err("transfer", "missing required option", "--style SAMPLE");
-    if (!o.out) return usage_err("transfer", "missing required option", "--out FILE");
-    if (transfer_run(&o)) {
-        fprintf(stderr, "v3: error: %s\n", v3_last_error());
-        return 1;
-    }
+    if (!o.run_dir) return cli_usage_error("transfer", "missing required option", "--run DIR");
+    if (!o.content) return cli_usage_error("transfer", "missing required option", "--content SAMPLE");
+    if (!o.style) return cli_usage_error("transfer", "missing required option", "--style SAMPLE");
+    if (!o.out) return cli_usage_error("transfer", "missing required option", "--out FILE");
+    if (transfer_run(&o)) return cli_fail();
     return 0;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "common.h"
 #include "config.h"
 #include "cuda_backend.h"
@@ -32,16 +33,6 @@ static void usage(FILE *f) {
             "  bench   loader --data DIR [--data DIR ...]            batches/s of each dataset's loading path\n"
             "  device                                                report the CUDA device, if any\n"
             "exit codes: 0 ok, 1 error, 2 usage error, 130 interrupted (checkpoint saved)\n");
-}
-
-static int usage_error(const char *cmd, const char *msg, const char *arg) {
-    fprintf(stderr, "v3 %s: %s '%s' (see v3 --help)\n", cmd, msg, arg ? arg : "");
-    return 2;
-}
-
-static int fail(void) {
-    fprintf(stderr, "v3: error: %s\n", v3_last_error());
-    return 1;
 }
 
 static void train_usage(FILE *f) {
@@ -82,19 +73,19 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--steps") && has) {
             char *end;
             o.steps = strtol(argv[++i], &end, 10);
-            if (*end || o.steps < 0) return usage_error("train", "--steps expects a non-negative integer, got", argv[i]);
+            if (*end || o.steps < 0) return cli_usage_error("train", "--steps expects a non-negative integer, got", argv[i]);
         } else if (!strcmp(a, "--set") && has) {
-            if (o.n_sets == 64) return usage_error("train", "too many --set options at", argv[i + 1]);
+            if (o.n_sets == 64) return cli_usage_error("train", "too many --set options at", argv[i + 1]);
             o.sets[o.n_sets++] = argv[++i];
         } else if (!strcmp(a, "--resume")) o.resume = 1;
         else if (!strcmp(a, "--quiet")) v3_verbose = 0;
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { train_usage(stdout); return 0; }
-        else return usage_error("train", "unknown or incomplete option", a);
+        else return cli_usage_error("train", "unknown or incomplete option", a);
     }
-    if (!o.config_path) return usage_error("train", "missing required option", "--config FILE");
-    if (!o.out_dir) return usage_error("train", "missing required option", "--out DIR");
+    if (!o.config_path) return cli_usage_error("train", "missing required option", "--config FILE");
+    if (!o.out_dir) return cli_usage_error("train", "missing required option", "--out DIR");
     int rc = train_run(&o);
-    if (rc < 0) return fail();
+    if (rc < 0) return cli_fail();
     return rc == 1 ? 130 : 0;
 }
 
@@ -111,16 +102,16 @@ static int cmd_info(int argc, char **argv) {
         if (!strcmp(argv[i], "--config") && i + 1 < argc) path = argv[++i];
         else if (!strcmp(argv[i], "--set") && i + 1 < argc && ns < 64) sets[ns++] = argv[++i];
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { info_usage(stdout); return 0; }
-        else return usage_error("info", "unknown or incomplete option", argv[i]);
+        else return cli_usage_error("info", "unknown or incomplete option", argv[i]);
     }
-    if (!path) return usage_error("info", "missing required option", "--config FILE");
+    if (!path) return cli_usage_error("info", "missing required option", "--config FILE");
     Config c;
     config_defaults(&c);
-    if (config_load(path, &c)) return fail();
+    if (config_load(path, &c)) return cli_fail();
     for (int i = 0; i < ns; i++)
-        if (config_set(&c, sets[i])) return fail();
+        if (config_set(&c, sets[i])) return cli_fail();
     Model *m = model_build(&c, 0);
-    if (!m) return fail();
+    if (!m) return cli_fail();
     model_print_info(m, stdout);
     model_free(m);
     return 0;
@@ -150,5 +141,5 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "transfer")) return cmd_transfer(argc - 1, argv + 1);
     if (!strcmp(cmd, "export")) return cmd_export(argc - 1, argv + 1);
     if (!strcmp(cmd, "import")) return cmd_import(argc - 1, argv + 1);
-    return usage_error("", "unknown command", cmd);
+    return cli_usage_error("", "unknown command", cmd);
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "cli.h"
 #include "common.h"
 #include "eval.h"
 #include "rng.h"
@@ -42,16 +43,6 @@ static void import_usage(FILE *f) {
             "  --out DIR            new run directory (an existing run there is an error)                 required\n"
             "  --set KEY=VALUE      override a config key (repeatable)\n"
             "exit codes: 0 ok, 1 error, 2 usage error\n");
-}
-
-static int usage_err(const char *cmd, const char *msg, const char *arg) {
-    fprintf(stderr, "v3 %s: %s '%s' (see v3 %s --help)\n", cmd, msg, arg ? arg : "", cmd);
-    return 2;
-}
-
-static int fail(void) {
-    fprintf(stderr, "v3: error: %s\n", v3_last_error());
-    return 1;
 }
 
 /* Eval-mode outputs of the model on N seeded standard-normal fragments, for comparing with PyTorch. */
@@ -128,14 +119,14 @@ int cmd_export(int argc, char **argv) {
             errno = 0;
             long v = strtol(argv[++i], &end, 10);
             if (errno || end == argv[i] || *end || v < 1 || v > 100000)
-                return usage_err("export", "--probe-fragments expects an integer from 1 to 100000, got", argv[i]);
+                return cli_usage_error("export", "--probe-fragments expects an integer from 1 to 100000, got", argv[i]);
             probe_n = (int)v;
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { export_usage(stdout); return 0; }
-        else return usage_err("export", "unknown or incomplete option", a);
+        else return cli_usage_error("export", "unknown or incomplete option", a);
     }
-    if (!run) return usage_err("export", "missing required option", "--run DIR");
-    if (!out) return usage_err("export", "missing required option", "--out FILE");
-    return do_export(run, ckpt, out, probe, probe_n) ? fail() : 0;
+    if (!run) return cli_usage_error("export", "missing required option", "--run DIR");
+    if (!out) return cli_usage_error("export", "missing required option", "--out FILE");
+    return do_export(run, ckpt, out, probe, probe_n) ? cli_fail() : 0;
 }
 
 /* mkdir -p (the run directory and its checkpoints/). */
@@ -191,14 +182,14 @@ int cmd_import(int argc, char **argv) {
         if (!strcmp(a, "--config") && has) cfg = argv[++i];
         else if (!strcmp(a, "--out") && has) out = argv[++i];
         else if (!strcmp(a, "--set") && has) {
-            if (ns == 64) return usage_err("import", "too many --set options at", argv[i + 1]);
+            if (ns == 64) return cli_usage_error("import", "too many --set options at", argv[i + 1]);
             sets[ns++] = argv[++i];
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { import_usage(stdout); return 0; }
-        else if (a[0] == '-' || file) return usage_err("import", a[0] == '-' ? "unknown or incomplete option" : "more than one input file at", a);
+        else if (a[0] == '-' || file) return cli_usage_error("import", a[0] == '-' ? "unknown or incomplete option" : "more than one input file at", a);
         else file = a;
     }
-    if (!file) return usage_err("import", "missing the input file", "FILE.safetensors");
-    if (!cfg) return usage_err("import", "missing required option", "--config FILE");
-    if (!out) return usage_err("import", "missing required option", "--out DIR");
-    return do_import(file, cfg, sets, ns, out) ? fail() : 0;
+    if (!file) return cli_usage_error("import", "missing the input file", "FILE.safetensors");
+    if (!cfg) return cli_usage_error("import", "missing required option", "--config FILE");
+    if (!out) return cli_usage_error("import", "missing required option", "--out DIR");
+    return do_import(file, cfg, sets, ns, out) ? cli_fail() : 0;
 }

@@ -32,6 +32,11 @@ void test_register(const char *name, const char *file, test_fn fn);
 double max_scaled_err(const float *a, const float *b, size_t n, double atol, double rtol, size_t *worst);
 void fill_uniform(float *x, size_t n, unsigned long long seed, float lo, float hi);
 void poison(float *x, size_t n); /* fills with NaN so untouched outputs are caught */
+/* Run a shell command with stdout+stderr captured into out (NUL-terminated, cut at cap - 1); returns its exit
+ * status, or -1 if it did not exit normally. */
+int test_sh(const char *cmd, char *out, size_t cap);
+/* CLI tests run the built ./v3 from the repository root; without it they SKIP. */
+#define NEED_V3() do { if (access("./v3", X_OK)) SKIP("./v3 not built in the current directory"); } while (0)
 /* A fresh temporary directory for a test (under $TMPDIR or /tmp); caller owns the string. */
 char *test_tmpdir(const char *tag);
 /* dir/name in one of 16 rotating static buffers (paths built inline without freeing); aborts if too long. */

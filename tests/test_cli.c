@@ -9,27 +9,14 @@
 #include "common.h"
 #include "testing.h"
 
-/* Run a shell command, capture stdout+stderr into out, return the exit status (-1 if it did not exit). */
-static int sh(const char *cmd, char *out, size_t cap) {
-    char full[2048];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-#define NEED_V3() do { if (access("./v3", X_OK)) SKIP("./v3 not built in the current directory"); } while (0)
 
 TEST(cli_unknown_option_is_usage_error) {
     NEED_V3();
     char out[4096];
-    int rc = sh("./v3 train --config configs/tiny.yaml --out /tmp/x --bogus", out, sizeof out);
+    int rc = test_sh("./v3 train --config configs/tiny.yaml --out /tmp/x --bogus", out, sizeof out);
     CHECK(rc == 2, "exit %d, want 2; output: %s", rc, out);
     CHECK(strstr(out, "--bogus"), "message does not name the option: %s", out);
-    rc = sh("./v3 frobnicate", out, sizeof out);
+    rc = test_sh("./v3 frobnicate", out, sizeof out);
     CHECK(rc == 2, "unknown command exit %d", rc);
     return 0;
 }
@@ -37,7 +24,7 @@ TEST(cli_unknown_option_is_usage_error) {
 TEST(cli_missing_config_is_one_line_error) {
     NEED_V3();
     char out[4096];
-    int rc = sh("./v3 train --config /nonexistent/cfg.yaml --out /tmp/v3cli_x", out, sizeof out);
+    int rc = test_sh("./v3 train --config /nonexistent/cfg.yaml --out /tmp/v3cli_x", out, sizeof out);
     CHECK(rc == 1, "exit %d, want 1; output: %s", rc, out);
     CHECK(strstr(out, "v3: error: /nonexistent/cfg.yaml: cannot open config"), "output: %s", out);
     int lines = 0;
@@ -49,9 +36,9 @@ TEST(cli_missing_config_is_one_line_error) {
 TEST(cli_info_prints_authors_counts) {
     NEED_V3();
     char out[8192];
-    int rc = sh("./v3 info --config configs/insnotes.yaml", out, sizeof out);
+    int rc = test_sh("./v3 info --config configs/insnotes.yaml", out, sizeof out);
     CHECK(rc == 0 && strstr(out, "total params      55185133"), "insnotes: exit %d: %s", rc, out);
-    rc = sh("./v3 info --config configs/phonenums.yaml", out, sizeof out);
+    rc = test_sh("./v3 info --config configs/phonenums.yaml", out, sizeof out);
     CHECK(rc == 0 && strstr(out, "total params      20612787"), "phonenums: exit %d: %s", rc, out);
     return 0;
 }
@@ -59,10 +46,10 @@ TEST(cli_info_prints_authors_counts) {
 TEST(cli_device_reports_in_one_line) {
     NEED_V3();
     char out[4096];
-    int rc = sh("./v3 device", out, sizeof out);
+    int rc = test_sh("./v3 device", out, sizeof out);
     CHECK(rc == 0 && !strncmp(out, "CUDA: ", 6) && strchr(out, '\n') == out + strlen(out) - 1,
           "exit %d, output: %s", rc, out);
-    rc = sh("./v3 train --config configs/tiny.yaml --out /tmp/v3cli_y --device cuda --data /nonexistent", out,
+    rc = test_sh("./v3 train --config configs/tiny.yaml --out /tmp/v3cli_y --device cuda --data /nonexistent", out,
             sizeof out);
     CHECK(rc == 1 && strstr(out, "--device cuda"), "--device cuda: exit %d: %s", rc, out);
     return 0;
@@ -71,7 +58,7 @@ TEST(cli_device_reports_in_one_line) {
 /* One line on stderr, exit 1, naming the missing file. */
 static int one_line_error(const char *cmd, int want_rc, const char *needle) {
     char out[4096];
-    int rc = sh(cmd, out, sizeof out);
+    int rc = test_sh(cmd, out, sizeof out);
     CHECK(rc == want_rc, "%s: exit %d, want %d; output: %s", cmd, rc, want_rc, out);
     CHECK(strstr(out, needle), "%s: output does not mention '%s': %s", cmd, needle, out);
     int lines = 0;
@@ -91,9 +78,9 @@ TEST(cli_data_generators_reject_bad_input) {
         return 1;
     /* missing inputs are runtime errors naming the file, or the Debian package when the build lacks the library */
     char out[4096];
-    int rc = sh("./v3 data insnotes --out /tmp/v3cli_in --soundfont /nonexistent/x.sf2", out, sizeof out);
+    int rc = test_sh("./v3 data insnotes --out /tmp/v3cli_in --soundfont /nonexistent/x.sf2", out, sizeof out);
     CHECK(rc == 1 && (strstr(out, "/nonexistent/x.sf2") || strstr(out, "libfluidsynth-dev")), "exit %d: %s", rc, out);
-    rc = sh("./v3 data phonenums --out /tmp/v3cli_pn --font /nonexistent/f.otf", out, sizeof out);
+    rc = test_sh("./v3 data phonenums --out /tmp/v3cli_pn --font /nonexistent/f.otf", out, sizeof out);
     CHECK(rc == 1 && (strstr(out, "/nonexistent/f.otf") || strstr(out, "libfreetype-dev")), "exit %d: %s", rc, out);
     return one_line_error("./v3 data info /nonexistent/v3data", 1, "/nonexistent/v3data");
 }
@@ -105,23 +92,23 @@ TEST(cli_every_subcommand_has_help) {
                           "./v3 eval --help", "./v3 transfer --help"};
     char out[8192];
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
-        int rc = sh(cmds[i], out, sizeof out);
+        int rc = test_sh(cmds[i], out, sizeof out);
         CHECK(rc == 0 && strstr(out, "usage: v3"), "%s: exit %d, output: %.200s", cmds[i], rc, out);
     }
-    int rc = sh("./v3 train --help", out, sizeof out);
+    int rc = test_sh("./v3 train --help", out, sizeof out);
     CHECK(rc == 0 && strstr(out, "default: auto") && strstr(out, "--math"), "train --help lacks defaults: %s", out);
-    rc = sh("./v3 eval --help", out, sizeof out);
+    rc = test_sh("./v3 eval --help", out, sizeof out);
     CHECK(rc == 0 && strstr(out, "default: 2000") && strstr(out, "--pr-paper-era"), "eval --help lacks defaults: %s", out);
     /* usage errors exit 2 and name the option */
-    rc = sh("./v3 eval --run x --split train", out, sizeof out);
+    rc = test_sh("./v3 eval --run x --split train", out, sizeof out);
     CHECK(rc == 2 && strstr(out, "--split"), "eval --split train: exit %d, %s", rc, out);
-    rc = sh("./v3 eval --run x --bogus", out, sizeof out);
+    rc = test_sh("./v3 eval --run x --bogus", out, sizeof out);
     CHECK(rc == 2 && strstr(out, "--bogus"), "eval --bogus: exit %d, %s", rc, out);
-    rc = sh("./v3 transfer --run x --content 0 --style 1", out, sizeof out);
+    rc = test_sh("./v3 transfer --run x --content 0 --style 1", out, sizeof out);
     CHECK(rc == 2 && strstr(out, "--out"), "transfer without --out: exit %d, %s", rc, out);
-    rc = sh("./v3 data phonenums --ood --pages 40 --out /nonexistent/x", out, sizeof out);
+    rc = test_sh("./v3 data phonenums --ood --pages 40 --out /nonexistent/x", out, sizeof out);
     CHECK(rc == 2 && strstr(out, "88"), "an OOD set without a test split: exit %d, %s", rc, out);
-    rc = sh("./v3 eval --run /nonexistent/run", out, sizeof out);
+    rc = test_sh("./v3 eval --run /nonexistent/run", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "/nonexistent/run/config.yaml"), "eval of a missing run: exit %d, %s", rc, out);
     return 0;
 }
@@ -131,15 +118,15 @@ TEST(cli_data_info_lists_the_splits_of_a_generated_set) {
     char *dir = test_tmpdir("cliinfo"), cmd[1200], out[8192];
     snprintf(cmd, sizeof cmd, "./v3 data phonenums --pages 40 --seed 2 --out %s/id && ./v3 data phonenums --ood "
                               "--pages 200 --out %s/ood", dir, dir);
-    int rc = sh(cmd, out, sizeof out);
+    int rc = test_sh(cmd, out, sizeof out);
     if (rc && strstr(out, "libfreetype-dev")) { free(dir); SKIP("built without FreeType"); }
     CHECK(rc == 0, "generate: %s", out);
     snprintf(cmd, sizeof cmd, "./v3 data info %s/id", dir);
-    CHECK(sh(cmd, out, sizeof out) == 0, "info: %s", out);
+    CHECK(test_sh(cmd, out, sizeof out) == 0, "info: %s", out);
     CHECK(strstr(out, "train        32 samples") && strstr(out, "val           4 samples") &&
           strstr(out, "test          4 samples") && !strstr(out, "shot"), "in-distribution splits: %s", out);
     snprintf(cmd, sizeof cmd, "./v3 data info %s/ood", dir);
-    CHECK(sh(cmd, out, sizeof out) == 0, "info: %s", out);
+    CHECK(test_sh(cmd, out, sizeof out) == 0, "info: %s", out);
     /* 25 pages per colour: ranks 10..24 are test (15 x 8) */
     CHECK(strstr(out, "test        120 samples") && strstr(out, "1_shot        8 samples") &&
           strstr(out, "5_shot       40 samples") && strstr(out, "10_shot      80 samples") && !strstr(out, "train"),

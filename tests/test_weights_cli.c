@@ -18,19 +18,6 @@
 #include "testing.h"
 #include "weights_io.h"
 
-#define NEED_V3() do { if (access("./v3", X_OK)) SKIP("./v3 not built in the current directory"); } while (0)
-
-/* A shell command's exit status, stdout+stderr in out. */
-static int sh(const char *cmd, char *out, size_t cap) {
-    char full[4096];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static int lines(const char *s) {
     int n = 0;
@@ -111,7 +98,7 @@ TEST(weights_cli_export_import_eval) {
     snprintf(probe, sizeof probe, "%s/p.safetensors", dir);
     snprintf(imp, sizeof imp, "%s/imported", dir);
     snprintf(cmd, sizeof cmd, "./v3 export --run %s --out %s --probe-out %s --probe-fragments 5", run, w, probe);
-    int rc = sh(cmd, out, sizeof out);
+    int rc = test_sh(cmd, out, sizeof out);
     CHECK(rc == 0, "export: exit %d: %s", rc, out);
     /* the checkpoint `v3 eval` would choose, named in the output */
     EvalRun r;
@@ -132,7 +119,7 @@ TEST(weights_cli_export_import_eval) {
     CHECK(check_probe(&r, probe, 5) == 0, "probe file");
     /* import into a new run directory, then evaluate it */
     snprintf(cmd, sizeof cmd, "./v3 import %s --config %s/config.yaml --out %s", w, run, imp);
-    rc = sh(cmd, out, sizeof out);
+    rc = test_sh(cmd, out, sizeof out);
     CHECK(rc == 0 && lines(out) == 1 && strstr(out, "latest.v3ck"), "import: exit %d: %s", rc, out);
     char ck[900];
     snprintf(ck, sizeof ck, "%s/checkpoints/latest.v3ck", imp);
@@ -148,16 +135,16 @@ TEST(weights_cli_export_import_eval) {
     CHECK(ok && adam_zero, "imported checkpoint: weights, step 0, seed 3, fresh AdamW expected");
     snprintf(cmd, sizeof cmd, "./v3 eval --run %s --quiet --no-figures --tsne-points 0 --no-few-shot --probe-samples -1",
              imp);
-    rc = sh(cmd, out, sizeof out);
+    rc = test_sh(cmd, out, sizeof out);
     CHECK(rc == 0, "eval of the imported run: exit %d: %s", rc, out);
     CHECK(access(test_path(imp, "eval/results.json"), R_OK) == 0, "no eval/results.json for the imported run");
     /* importing over an existing run, and a config that does not match the file: one-line errors */
     snprintf(cmd, sizeof cmd, "./v3 import %s --config %s/config.yaml --out %s", w, run, imp);
-    rc = sh(cmd, out, sizeof out);
+    rc = test_sh(cmd, out, sizeof out);
     CHECK(rc == 1 && lines(out) == 1 && strstr(out, "already exists"), "import over a run: exit %d: %s", rc, out);
     snprintf(cmd, sizeof cmd, "./v3 import %s --config %s/config.yaml --set model_config.n_atoms=5 --out %s/other", w,
              run, dir);
-    rc = sh(cmd, out, sizeof out);
+    rc = test_sh(cmd, out, sizeof out);
     CHECK(rc == 1 && lines(out) == 1 && strstr(out, w) && strstr(out, "vq._codebook.cluster_size") &&
           strstr(out, "expected [1, 5]"), "import with another codebook size: exit %d: %s", rc, out);
     return test_done(0, dir);
@@ -184,7 +171,7 @@ TEST(weights_cli_usage_and_errors) {
     };
     char out[8192];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        int rc = sh(cases[i].cmd, out, sizeof out);
+        int rc = test_sh(cases[i].cmd, out, sizeof out);
         CHECK(rc == cases[i].rc, "%s: exit %d, want %d: %s", cases[i].cmd, rc, cases[i].rc, out);
         CHECK(strstr(out, cases[i].needle), "%s: output lacks '%s': %s", cases[i].cmd, cases[i].needle, out);
         if (rc) CHECK(lines(out) == 1, "%s: %d lines, want 1: %s", cases[i].cmd, lines(out), out);

@@ -388,12 +388,8 @@ typedef struct { const char *name; StDtype dt; int ndim; int64_t shape[4]; } Kno
 
 static long info_total(const char *cfg) {
     char cmd[256], out[4096];
-    snprintf(cmd, sizeof cmd, "./v3 info --config %s 2>/dev/null", cfg);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = 0;
-    if (pclose(p) != 0) return -1;
+    snprintf(cmd, sizeof cmd, "./v3 info --config %s", cfg);
+    if (test_sh(cmd, out, sizeof out) != 0) return -1;
     const char *t = strstr(out, "total params");
     return t ? strtol(t + strlen("total params"), NULL, 10) : -1;
 }
@@ -634,12 +630,8 @@ static int write_expectation(const StFile *f, const char *path) {
 
 static int st_check(const char *py, const char *file, const char *expect, char *out, size_t cap) {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s tools/st_check.py %s %s 2>&1", py, file, expect);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    return pclose(p);
+    snprintf(cmd, sizeof cmd, "%s tools/st_check.py %s %s", py, file, expect);
+    return test_sh(cmd, out, cap);
 }
 
 TEST(weights_read_by_the_safetensors_package) {
