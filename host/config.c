@@ -73,6 +73,7 @@ static const KeyDef KEYS[] = {
     F("loss_config.weights.commit_loss", K_NUM, w_commit),
     F("loss_config.relativity", K_NUM, relativity),
     F("loss_config.supersample_content", K_BOOL, supersample_content),
+    F("loss_config.tie_gradient", K_STR, tie_gradient),
     IGN("loss_config.widen_style", "an authors' experimental option not implemented here"),
     S("model_config"),
     F("model_config.arch", K_ARCH, arch),
@@ -459,6 +460,7 @@ void config_defaults(Config *c) {
     c->w_recon = c->w_content = c->w_style = c->w_sample = c->w_fragment = 1;
     c->w_commit = 0.1;
     c->relativity = 15;
+    snprintf(c->tie_gradient, sizeof c->tie_gradient, "pytorch");
     c->arch = ARCH_PHONENUMS;
     c->n_channels = 256;
     c->n_fragments = 10;
@@ -521,6 +523,8 @@ static int validate_strings(const Config *c) {
         return verr_s(c, "optimizer_config.optimizer", "'AdamW' (SGD is not supported)", c->optimizer);
     if (strcmp(c->scheduler, "exponential_decay") && strcmp(c->scheduler, "cosine_annealing"))
         return verr_s(c, "optimizer_config.scheduler", "'exponential_decay' or 'cosine_annealing'", c->scheduler);
+    if (strcmp(c->tie_gradient, "pytorch") && strcmp(c->tie_gradient, "zero"))
+        return verr_s(c, "loss_config.tie_gradient", "'pytorch' or 'zero'", c->tie_gradient);
     return 0;
 }
 

@@ -64,6 +64,7 @@ const DevOps dev_cuda = {
     .gelu_fwd_cols = cuda_gelu_fwd_cols,
     .gelu_bwd_cols = cuda_gelu_bwd_cols,
     .axpy_diff = cuda_axpy_diff,
+    .ste_value = cuda_ste_value,
     .vq_create = d_vq_create,
     .vq_destroy = d_vq_destroy,
     .vq_search = d_vq_search,

@@ -5,6 +5,7 @@
 
 #include "common.h"
 #include "devops.h"
+#include "v3loss.h"
 #include "vq.h"
 
 static void *e_malloc(size_t bytes) { return xmalloc(bytes ? bytes : 1); }
@@ -166,6 +167,7 @@ const DevOps dev_emu = {
     .gelu_fwd_cols = e_gelu_fwd_cols,
     .gelu_bwd_cols = e_gelu_bwd_cols,
     .axpy_diff = e_axpy_diff,
+    .ste_value = v3_ste_value,
     .vq_create = e_vq_create,
     .vq_destroy = e_free,
     .vq_search = e_vq_search,

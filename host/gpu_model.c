@@ -39,6 +39,8 @@ struct GpuModel {
     DStage *enc, *dec;
     const float *xin;                       /* the last forward's input: x_in or the loader's device buffer */
     float *x_in, *h, *hg, *hc, *hs, *zc, *zs, *q, *dcp, *dsp, *cat, *p0, *p0g, *gzc, *gzs, *tmp_c, *tmp_s;
+    float *q_ste;                           /* z_c + (q - z_c) in float32 (tie_gradient pytorch) */
+    const float *q_stats;                   /* what the V3 statistics saw in the last forward: q_ste or q */
     float *pool[4];
     int *ind;
     double *scal; /* [0] reconstruction MSE, [1] commitment sum of squares */
@@ -118,6 +120,7 @@ static void take_all(GpuModel *g) {
     g->zc = TAKEF(g, (size_t)dc * N);
     g->zs = TAKEF(g, (size_t)ds * N);
     g->q = TAKEF(g, (size_t)dc * N);
+    g->q_ste = TAKEF(g, (size_t)dc * N);
     g->dcp = TAKEF(g, (size_t)dc * N);
     g->dsp = TAKEF(g, (size_t)ds * N);
     g->cat = TAKEF(g, (size_t)dz * N);
@@ -450,6 +453,12 @@ static int enqueue_forward(GpuModel *g, const float *x, int x_dev, int B, int bn
     o->linear_fwd(N, ds, ds, g->hs, P(g, m->lins_w), P(g, m->lins_b), g->zs);
 
     if (vq_step(g, N, vq_mode)) return -1;
+    /* The V3 statistics see PyTorch's straight-through value in training (model_forward_mode, host/model_step.c) */
+    g->q_stats = g->q;
+    if (m->tie_pytorch && vq_mode != VQ_EVAL) {
+        o->ste_value((size_t)N * dc, g->zc, g->q, g->q_ste);
+        g->q_stats = g->q_ste;
+    }
 
     o->linear_fwd(N, dc, dc, g->q, P(g, m->dlinc_w), P(g, m->dlinc_b), g->dcp);
     o->linear_fwd(N, ds, ds, g->zs, P(g, m->dlins_w), P(g, m->dlins_b), g->dsp);
@@ -463,7 +472,7 @@ static int enqueue_forward(GpuModel *g, const float *x, int x_dev, int B, int bn
         cur = g->dec[i].y;
     }
     o->mse_fwd_dev(frag * N, cur, g->xin, &g->scal[0]);
-    o->v3_forward(ps->v3, g->zc, g->q, g->zs);
+    o->v3_forward(ps->v3, g->zc, g->q_stats, g->zs);
     g->last_train = bn_train;
     g->last_mode = vq_mode;
     return 0;
@@ -540,7 +549,7 @@ void gpu_model_backward(GpuModel *g) {
     o->linear_bwd(N, ds, ds, g->zs, P(g, m->dlins_w), g->tmp_s + (size_t)N * dc, g->gzs, GR(g, m->dlins_w),
                   GR(g, m->dlins_b));
     /* straight-through: the decoder's gradient w.r.t. q is z_c's; add the V3 and commitment terms */
-    o->v3_backward(ps->v3, g->zc, g->q, g->zs, g->gzc, g->gzs);
+    o->v3_backward(ps->v3, g->zc, g->q_stats, g->zs, g->gzc, g->gzs);
     if (m->cfg.w_commit != 0) o->axpy_diff((size_t)N * dc, m->cfg.w_commit * 2.0 / ((double)N * dc), g->zc, g->q, g->gzc);
     /* encoder heads */
     o->linear_bwd(N, dc, dc, g->hc, P(g, m->linc_w), g->gzc, g->tmp_s, GR(g, m->linc_w), GR(g, m->linc_b));

@@ -341,6 +341,7 @@ Model *model_build(const Config *c, uint64_t seed) {
     vq_init(&m->vq, c->n_atoms, m->dc, (float)c->vq_ema_decay, (float)c->threshold_ema_dead_code, c->kmeans_iters);
     m->loss = (V3LossCfg){c->w_content, c->w_style, c->w_sample, c->w_fragment, c->relativity, 1e-5,
                           c->supersample_content};
+    m->tie_pytorch = !strcmp(c->tie_gradient, "pytorch");
     return m;
 }
 

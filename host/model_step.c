@@ -19,11 +19,12 @@ static size_t stage_out(const Stage *s) { return (size_t)s->cout * s->Ho * s->Wo
 
 void model_free_activations(Model *m) {
     float **fs[] = {&m->x_in, &m->h, &m->hg, &m->hc, &m->hs, &m->zc, &m->zs, &m->q, &m->dcp, &m->dsp, &m->cat,
-                    &m->p0, &m->p0g, &m->xhat, &m->gzc, &m->gzs, &m->tmp_c, &m->tmp_s,
+                    &m->p0, &m->p0g, &m->xhat, &m->gzc, &m->gzs, &m->tmp_c, &m->tmp_s, &m->q_ste,
                     &m->pool[0], &m->pool[1], &m->pool[2], &m->pool[3]};
     for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++) { ffree(*fs[i]); *fs[i] = NULL; }
     free(m->ind);
     m->ind = NULL;
+    m->q_stats = NULL;
     Stage *lists[2] = {m->enc, m->dec};
     int counts[2] = {m->n_enc, m->n_dec};
     for (int l = 0; l < 2; l++)
@@ -79,6 +80,7 @@ static void set_batch(Model *m, int N) {
     m->gzs = falloc((size_t)m->ds * N);
     m->tmp_c = falloc((size_t)dz * N);
     m->tmp_s = falloc((size_t)dz * N);
+    m->q_ste = falloc((size_t)m->dc * N);
     m->ind = xcalloc((size_t)N, sizeof(int));
     if ((size_t)m->flat * N > maxact) maxact = (size_t)m->flat * N;
     if (frag * N > maxact) maxact = frag * N;
@@ -251,6 +253,15 @@ int model_forward_mode(Model *m, const float *x, int B, int bn_train, VqMode vq_
     double commit = vq_forward(&m->vq, N, m->zc, m->q, m->ind, vq_mode, &m->rng);
     if (model_test_q_offset) /* straight-through surrogate for finite-difference tests */
         for (size_t i = 0; i < (size_t)N * dc; i++) m->q[i] = m->zc[i] + model_test_q_offset[i];
+    /* The V3 statistics see what the authors' loss sees: in training PyTorch's straight-through value (rounding-level
+     * distances between equal codes, NOTES.md "Ties in the quantised codes"), in eval the codewords. The decoder
+     * gets the codewords either way (the rounding changes its input by an ulp and creates no ties). The
+     * finite-difference surrogate keeps q exact: it is already a smooth function of z_c. */
+    m->q_stats = m->q;
+    if (m->tie_pytorch && vq_mode != VQ_EVAL && !model_test_q_offset) {
+        v3_ste_value((size_t)N * dc, m->zc, m->q, m->q_ste);
+        m->q_stats = m->q_ste;
+    }
     decoder_fwd(m, N, bn_train);
 
     LossTerms L;
@@ -265,7 +276,7 @@ int model_forward_mode(Model *m, const float *x, int B, int bn_train, VqMode vq_
         commit /= (double)N * dc;
     }
     L.commit = commit;
-    v3_loss(&m->loss, B, n, dc, ds, m->zc, m->q, m->zs, &m->last_stats, NULL, NULL);
+    v3_loss(&m->loss, B, n, dc, ds, m->zc, m->q_stats, m->zs, &m->last_stats, NULL, NULL);
     L.content = m->last_stats.content;
     L.style = m->last_stats.style;
     L.sample = m->last_stats.sample;
@@ -314,7 +325,7 @@ void model_backward(Model *m) {
     cpu_linear_bwd(N, ds, ds, m->zs, P(m, m->dlins_w), m->tmp_s + (size_t)N * dc, m->gzs, G(m, m->dlins_w),
                    G(m, m->dlins_b));
     /* gzc holds the decoder's gradient w.r.t. q: straight-through, it is z_c's. Add V3 and commitment terms. */
-    v3_loss(&m->loss, B, n, dc, ds, m->zc, m->q, m->zs, &m->last_stats, m->gzc, m->gzs);
+    v3_loss(&m->loss, B, n, dc, ds, m->zc, m->q_stats, m->zs, &m->last_stats, m->gzc, m->gzs);
     if (m->cfg.w_commit != 0) {
         double k = m->cfg.w_commit * 2.0 / ((double)N * dc);
         for (int i = 0; i < N; i++)

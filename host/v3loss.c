@@ -1,6 +1,8 @@
 /* V3 statistics: four mean-pairwise-distance terms, their hinge losses and the exact backward pass.
- * Distances are taken in difference form in double precision, so equal codewords give distance 0 exactly and
- * contribute the zero subgradient, as the spec requires. */
+ * Distances are taken in difference form in double precision, so rows that are equal give distance 0 exactly and
+ * contribute the zero subgradient. Whether quantised codes on the same codeword are equal is the caller's choice
+ * of q (loss_config.tie_gradient): the codewords (zero) or PyTorch's straight-through value v3_ste_value, whose
+ * rounding leaves them a tiny distance apart and so gives them unit-length pushes (pytorch, the default). */
 #include "v3loss.h"
 
 #include <math.h>
@@ -67,6 +69,14 @@ static double samp_var(const double *X, int groups, int per, int d, double *G, d
     free(M);
     free(GM);
     return v;
+}
+
+void v3_ste_value(size_t n, const float *z, const float *q, float *out) {
+    /* Two float32 roundings, in this order; C without -ffast-math may not fold them into q. */
+    for (size_t i = 0; i < n; i++) {
+        float d = q[i] - z[i];
+        out[i] = z[i] + d;
+    }
 }
 
 int v3_supersample_n(int m) {

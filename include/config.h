@@ -32,6 +32,8 @@ typedef struct {
     double w_recon, w_content, w_style, w_sample, w_fragment, w_commit;
     double relativity;
     int supersample_content;  /* bool */
+    char tie_gradient[16];    /* ours: "pytorch" (default) or "zero": the V3 statistics' gradient where two
+                                 quantised codes coincide (NOTES.md, "Ties in the quantised codes") */
 
     /* model_config */
     ArchKind arch;            /* from model_config.arch (ours) or else from the dataloader name */

@@ -150,6 +150,8 @@ void cuda_gelu_fwd_cols(int rows, int cols, const float *x, int ldx, float *y, i
 void cuda_gelu_bwd_cols(int rows, int cols, const float *x, int ldx, const float *dy, int lddy, float *dx, int ldd);
 /* *out = mean((a-b)^2) in double, written to DEVICE memory, deterministic, no synchronisation. */
 void cuda_mse_fwd_dev(size_t n, const float *a, const float *b, double *out);
+/* out[i] = z[i] + (q[i] - z[i]) rounded as in float32 host code: v3_ste_value on the device. */
+void cuda_ste_value(size_t n, const float *z, const float *q, float *out);
 /* g[i] += k * (a[i] - b[i]) (commitment gradient); b == NULL means 0. */
 void cuda_axpy_diff(size_t n, double k, const float *a, const float *b, float *g);
 

@@ -54,6 +54,7 @@ typedef struct DevOps {
     void (*gelu_fwd_cols)(int rows, int cols, const float *x, int ldx, float *y, int ldy);
     void (*gelu_bwd_cols)(int rows, int cols, const float *x, int ldx, const float *dy, int lddy, float *dx, int ldd);
     void (*axpy_diff)(size_t n, double k, const float *a, const float *b, float *g);
+    void (*ste_value)(size_t n, const float *z, const float *q, float *out); /* v3_ste_value */
     /* vector quantiser */
     void *(*vq_create)(int K, int d, int N_max);
     void (*vq_destroy)(void *w);

@@ -69,12 +69,16 @@ typedef struct {
     VQ vq;
     Rng rng;                /* VQ k-means and dead-code draws */
     V3LossCfg loss;
+    int tie_pytorch;        /* loss_config.tie_gradient == "pytorch" */
     /* activations for the current batch size */
     int N, B, n;
     float *x_in, *h, *hg, *hc, *hs, *zc, *zs, *q, *dcp, *dsp, *cat, *p0, *p0g, *xhat;
     int *ind;
     float *pool[4]; size_t pool_n;
     float *gzc, *gzs, *tmp_c, *tmp_s;
+    float *q_ste;           /* the straight-through value z_c + (q - z_c) in float32 (tie_gradient pytorch) */
+    const float *q_stats;   /* the q the V3 statistics saw in the last forward: q_ste in training with
+                               tie_gradient pytorch, else q (PyTorch's eval-mode VQ returns the codewords) */
     LossTerms last;
     V3Stats last_stats;
     int last_train;

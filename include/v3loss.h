@@ -1,7 +1,9 @@
 /* The V3 statistics and hinge losses (spec v3.md §3), forward and hand-written backward, CPU reference.
- * mpd = mean pairwise Euclidean distance over ordered pairs; u(0) = 0 (zero subgradient at zero distance). */
+ * mpd = mean pairwise Euclidean distance over ordered pairs; u(0) = 0 (zero subgradient at zero distance).
+ * The model passes q as the codewords or as v3_ste_value (loss_config.tie_gradient). */
 #ifndef V3_V3LOSS_H
 #define V3_V3LOSS_H
+#include <stddef.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -21,6 +23,12 @@ typedef struct {
     double weighted;       /* w_content*content + ... + w_fragment*fragment */
     int nB, nn;            /* the (B', n') grouping used for S_c (= B, n without supersampling) */
 } V3Stats;
+
+/* The straight-through value as PyTorch forms it in float32, out[i] = z[i] + (q[i] - z[i]) (vector-quantize-pytorch:
+ * x + (quantize - x).detach()). It equals q up to rounding, so two fragments on the same codeword are at a tiny
+ * non-zero distance and the norm's gradient gives them unit-length pushes in the rounding direction, as in the
+ * authors' training (loss_config.tie_gradient: pytorch; NOTES.md, "Ties in the quantised codes"). */
+void v3_ste_value(size_t n, const float *z, const float *q, float *out);
 
 /* Largest divisor of m that is <= floor(sqrt(m)) (the supersample fragment count n'). */
 int v3_supersample_n(int m);

@@ -116,6 +116,7 @@ void cuda_gelu_bwd_cols(int rows, int cols, const float *x, int ldx, const float
     UNREACHABLE("cuda_gelu_bwd_cols");
 }
 void cuda_mse_fwd_dev(size_t n, const float *a, const float *b, double *out) { UNREACHABLE("cuda_mse_fwd_dev"); }
+void cuda_ste_value(size_t n, const float *z, const float *q, float *out) { UNREACHABLE("cuda_ste_value"); }
 void cuda_axpy_diff(size_t n, double k, const float *a, const float *b, float *g) { UNREACHABLE("cuda_axpy_diff"); }
 CudaVq *cuda_vq_create(int K, int d, int N_max) {
     UNREACHABLE("cuda_vq_create");

@@ -132,6 +132,21 @@ extern "C" void cuda_gelu_bwd_cols(int rows, int cols, const float *x, int ldx, 
     CUDA_CHECK_LAUNCH();
 }
 
+/* ---- straight-through value as PyTorch forms it (tie_gradient: pytorch) ---- */
+
+/* out = z + (q - z), each operation rounded to nearest in float32 (__fsub_rn/__fadd_rn cannot be contracted or
+ * reassociated), bit-identical to v3_ste_value on the host. */
+__global__ void ste_value_kernel(size_t n, const float *__restrict__ z, const float *__restrict__ q,
+                                 float *__restrict__ out) {
+    GRID_STRIDE(i, n) out[i] = __fadd_rn(z[i], __fsub_rn(q[i], z[i]));
+}
+
+extern "C" void cuda_ste_value(size_t n, const float *z, const float *q, float *out) {
+    if (!n) return;
+    ste_value_kernel<<<v3cu_grid(n), V3CU_BLOCK, 0, v3cu_stream()>>>(n, z, q, out);
+    CUDA_CHECK_LAUNCH();
+}
+
 /* ---- commitment gradient ---- */
 
 __global__ void axpy_diff_kernel(size_t n, double k, const float *__restrict__ a, const float *__restrict__ b,

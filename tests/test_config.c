@@ -283,6 +283,12 @@ TEST(config_validate_rejects_bad_values) {
     c.n_fragments = 2;
     c.relativity = 0;
     CHECK(config_validate(&c) == -1 && has("'loss_config.relativity'"), "relativity 0 accepted");
+    c.relativity = 15;
+    CHECK(!strcmp(c.tie_gradient, "pytorch"), "default tie_gradient '%s', want pytorch", c.tie_gradient);
+    CHECK(config_set(&c, "loss_config.tie_gradient=zero") == 0 && config_validate(&c) == 0, "%s", v3_last_error());
+    CHECK(config_set(&c, "loss_config.tie_gradient=noise") == 0, "%s", v3_last_error());
+    CHECK(config_validate(&c) == -1 && has("my.yaml") && has("'loss_config.tie_gradient'") && has("'pytorch' or 'zero'"),
+          "tie_gradient noise: %s", v3_last_error());
     return 0;
 }
 

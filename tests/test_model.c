@@ -255,3 +255,52 @@ TEST(model_encode_decode_match_the_eval_forward) {
     CHECK(same_buf, "encode/decode changed the BatchNorm running statistics");
     return 0;
 }
+
+/* loss_config.tie_gradient in the model step: with two codes for three fragments a sample, ties are certain. The
+ * pytorch rule feeds the V3 statistics the straight-through value in training (and the codewords in eval), so the
+ * loss moves only by rounding while the tied fragments get extra gradient; the zero rule reproduces the
+ * codeword-only step. Both models start from the same seed, batch and k-means draws. */
+TEST(model_tie_gradient_pytorch_vs_zero) {
+    Model *mm[2];
+    LossTerms L[2], E[2];
+    float *gzc[2], *grad[2];
+    size_t nx = (size_t)4 * 3 * 3 * 64;
+    float *x = falloc(nx);
+    fill_uniform(x, nx, 41, -1, 1);
+    int ties = 0, wired = 1;
+    for (int k = 0; k < 2; k++) {
+        Config c;
+        tiny_config(&c);
+        c.n_atoms = 2;
+        c.relativity = 15;
+        snprintf(c.tie_gradient, sizeof c.tie_gradient, "%s", k ? "zero" : "pytorch");
+        Model *m = mm[k] = model_build(&c, 42);
+        CHECK(model_forward(m, x, 4, 1, &L[k]) == 0, "forward: %s", v3_last_error());
+        int N = m->N, dc = m->dc;
+        wired &= m->q_stats == (k ? m->q : m->q_ste);
+        if (!k)
+            for (int i = 0; i < N; i++)
+                for (int j = i + 1; j < N && j / 3 == i / 3; j++) ties += m->ind[i] == m->ind[j];
+        model_backward(m);
+        gzc[k] = falloc((size_t)N * dc);
+        memcpy(gzc[k], m->gzc, sizeof(float) * N * dc);
+        grad[k] = falloc(m->n_params);
+        memcpy(grad[k], m->g, sizeof(float) * m->n_params);
+        CHECK(model_forward(m, x, 4, 0, &E[k]) == 0, "eval forward: %s", v3_last_error());
+        wired &= m->q_stats == m->q;
+    }
+    size_t nz = (size_t)mm[0]->N * mm[0]->dc;
+    double dz = 0, z = 0, dg = 0;
+    for (size_t i = 0; i < nz; i++) dz += fabs((double)gzc[0][i] - gzc[1][i]), z += fabs(gzc[1][i]);
+    for (size_t i = 0; i < mm[0]->n_trainable; i++) dg = fmax(dg, fabs((double)grad[0][i] - grad[1][i]));
+    int same_eval = E[0].total == E[1].total && E[0].content == E[1].content && E[0].Sc == E[1].Sc;
+    double lrel = fabs(L[0].total - L[1].total) / L[1].total;
+    for (int k = 0; k < 2; k++) { model_free(mm[k]); ffree(gzc[k]); ffree(grad[k]); }
+    ffree(x);
+    CHECK(ties > 0, "setup: no two fragments of a sample share a code");
+    CHECK(wired, "the V3 statistics did not see q_ste in training / q in eval");
+    CHECK(lrel < 1e-6, "training losses differ by %.3g relative (only rounding expected)", lrel);
+    CHECK(same_eval, "eval losses differ between the rules (eval sees the codewords in both)");
+    CHECK(dz > 1e-3 * z && dg > 0, "tied fragments got no extra gradient (|dg_zc| %.3g of %.3g)", dz, z);
+    return 0;
+}

@@ -1,5 +1,6 @@
 /* V3 statistics against a direct double-precision transcription of the spec, and their gradients against
  * central finite differences (all four hinges active, duplicate codewords, supersample variant). */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,4 +182,74 @@ TEST(v3_supersample_grouping_and_fd) {
     CHECK(fabs(st.Sc - Sc) < 1e-12 && fabs(st.Ss_ss - Ss) < 1e-12, "supersample Sc %.9g vs %.9g, Ss %.9g vs %.9g",
           st.Sc, Sc, st.Ss_ss, Ss);
     return rc;
+}
+
+/* The straight-through value is z + (q - z) with both operations rounded in float32, as PyTorch computes
+ * x + (quantize - x).detach(): bit for bit, and different from q in a fair share of coordinates (PyTorch's
+ * rounding; about a third at the authors' scales), never by more than an ulp of max(|z|, |q|). */
+TEST(v3_ste_value_rounds_as_pytorch) {
+    size_t n = 20000;
+    float *z = falloc(n), *q = falloc(n), *out = falloc(n);
+    fill_uniform(z, n, 21, -3, 3);
+    fill_uniform(q, n, 22, -3, 3);
+    for (size_t i = 0; i < n; i += 5) q[i] = z[i] + 1e-3f * q[i]; /* codewords near the input as well */
+    poison(out, n);
+    v3_ste_value(n, z, q, out);
+    size_t differ = 0, bad = 0, far = 0;
+    for (size_t i = 0; i < n; i++) {
+        volatile float d = q[i] - z[i];
+        volatile float e = z[i] + d;
+        if (memcmp(&out[i], (const void *)&e, sizeof(float))) bad++;
+        if (out[i] != q[i]) differ++;
+        float big = fmaxf(fabsf(z[i]), fabsf(q[i])); /* both roundings are at most half an ulp of this scale */
+        if (!(fabsf(out[i] - q[i]) <= 2 * (nextafterf(big, INFINITY) - big))) far++;
+    }
+    ffree(z); ffree(q); ffree(out);
+    CHECK(bad == 0, "%zu of %zu values differ from float32 z + (q - z)", bad, n);
+    CHECK(differ > n / 10, "only %zu of %zu values differ from q: no rounding to reproduce", differ, n);
+    CHECK(far == 0, "%zu values further than 2 ulps of max(|z|, |q|) from q", far);
+    return 0;
+}
+
+/* tie_gradient pytorch, at the level of the statistics: two fragments of a sample on the same codeword. With the
+ * codewords themselves (zero) the pair gives nothing; with the straight-through value (pytorch) it gives the two
+ * fragments opposite pushes of exactly the pair's full coefficient (a unit vector times 0.5 dL/dF_c / B
+ * * 2 / (n(n-1))), as PyTorch's norm gradient does at a rounding-level distance. Everything else changes only by
+ * rounding. */
+TEST(v3_tie_gradient_pytorch_pushes_tied_pair) {
+    int B = 3, n = 4, d = 8;
+    size_t N = (size_t)B * n * d;
+    float *zc = falloc(N), *zs = falloc(N), *q = falloc(N), *qs = falloc(N);
+    float *g0 = falloc(N), *g1 = falloc(N), *gs0 = falloc(N), *gs1 = falloc(N);
+    fill_uniform(zc, N, 31, -1, 1);
+    fill_uniform(zs, N, 32, -1, 1);
+    fill_uniform(q, N, 33, -1, 1);
+    memcpy(q + d, q, sizeof(float) * d); /* fragments 0 and 1 of sample 0 share a codeword */
+    for (size_t i = 0; i < N; i++) q[i] = zc[i] + 0.3f * (q[i] - zc[i]); /* codewords near their inputs */
+    memcpy(q + d, q, sizeof(float) * d);
+    v3_ste_value(N, zc, q, qs);
+    V3LossCfg cfg = {1, 1, 1, 1, 15, 1e-5, 0};
+    V3Stats st0, st1;
+    memset(g0, 0, sizeof(float) * N), memset(g1, 0, sizeof(float) * N);
+    memset(gs0, 0, sizeof(float) * N), memset(gs1, 0, sizeof(float) * N);
+    v3_loss(&cfg, B, n, d, d, zc, q, zs, &st0, g0, gs0);
+    v3_loss(&cfg, B, n, d, d, zc, qs, zs, &st1, g1, gs1);
+    CHECK(st0.content > 0 && st0.fragment > 0, "setup: the content and fragment hinges must be active");
+    double dFc = -(1.0 / (st1.Sc + 1e-5) + 1.0 / (st1.Fs + 1e-5)) / 15; /* both hinges active, weights 1 */
+    double coef = fabs(0.5 * dFc / B * 2.0 / (n * (n - 1)));
+    double n0 = 0, n1 = 0, sum = 0, rest = 0;
+    for (int t = 0; t < d; t++) {
+        double a = (double)g1[t] - g0[t], b = (double)g1[d + t] - g0[d + t];
+        n0 += a * a, n1 += b * b, sum += (a + b) * (a + b);
+    }
+    for (size_t i = 2 * (size_t)d; i < N; i++) rest = fmax(rest, fabs((double)g1[i] - g0[i]));
+    n0 = sqrt(n0), n1 = sqrt(n1), sum = sqrt(sum);
+    ffree(zc); ffree(zs); ffree(q); ffree(qs); ffree(g0); ffree(g1); ffree(gs0); ffree(gs1);
+    CHECK(fabs(st1.Fc - st0.Fc) < 1e-6 * st0.Fc && fabs(st1.Sc - st0.Sc) < 1e-6 * st0.Sc,
+          "the statistics moved by more than rounding");
+    CHECK(fabs(n0 / coef - 1) < 1e-3 && fabs(n1 / coef - 1) < 1e-3,
+          "tied pair pushed by %.6g and %.6g, expected the pair coefficient %.6g each", n0, n1, coef);
+    CHECK(sum < 1e-3 * coef, "the pushes are not opposite (|sum| %.3g)", sum);
+    CHECK(rest < 1e-3 * coef, "untied fragments changed by %.3g (coefficient %.3g)", rest, coef);
+    return 0;
 }

@@ -225,8 +225,8 @@ class VQ(nn.Module):
 
 
 class StraightThrough(torch.autograd.Function):
-    """Forward value = the codeword exactly (not z + (q - z), whose rounding noise would make equal codewords
-    differ, spec 8.5); backward = identity to z."""
+    """Forward value = the codeword exactly; backward = identity to z. What the V3 statistics see in training with
+    loss_config.tie_gradient: zero (and what the decoder sees with either rule)."""
 
     @staticmethod
     def forward(ctx, z, q):
@@ -235,6 +235,29 @@ class StraightThrough(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         return g, None
+
+
+class StraightThroughF32(torch.autograd.Function):
+    """tie_gradient: pytorch. Forward value = z + (q - z) formed in float32 from z and q rounded to float32, as the
+    authors' float32 training forms x + (quantize - x).detach() (NOTES.md, "Ties in the quantised codes"): equal
+    codewords then differ by rounding and the norm's gradient gives them unit-length pushes. Backward = identity to
+    z (in this reference's float64)."""
+
+    @staticmethod
+    def forward(ctx, z, q):
+        z32 = z.to(torch.float32)
+        return (z32 + (q.to(torch.float32) - z32)).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
+def tie_gradient(cfg):
+    v = cfg.get("loss_config", {}).get("tie_gradient", "pytorch")
+    if v not in ("pytorch", "zero"):
+        raise SystemExit(f"loss_config.tie_gradient: expected 'pytorch' or 'zero', got {v!r}")
+    return v
 
 
 def vq_assign(x, embed):
@@ -248,9 +271,11 @@ def vq_assign(x, embed):
     return ind, gap
 
 
-def vq_forward(vq, z, train):
+def vq_forward(vq, z, train, ties="zero"):
     """Spec section 4 with an initialised codebook (k-means init is not modelled: the golden step starts from a
-    given codebook with initted = 1). Returns q (STE), ind, commitment loss (0 in eval), gaps."""
+    given codebook with initted = 1). Returns q (STE: the codewords, which the decoder gets), q_stats (what the V3
+    statistics get: q, or in training with ties "pytorch" the float32 straight-through value), ind, commitment loss
+    (0 in eval), gaps."""
     cb = vq._codebook
     if float(cb.initted[0]) == 0.0:
         raise SystemExit("torch_reference: codebook not initialised (k-means init is not modelled here)")
@@ -258,8 +283,9 @@ def vq_forward(vq, z, train):
     ind, gap = vq_assign(z.detach(), embed)
     qv = embed[ind]                                   # codebook before this step's update
     q = StraightThrough.apply(z, qv)
-    if not train:
-        return q, ind, torch.zeros((), dtype=z.dtype, device=z.device), gap
+    if not train:  # the eval-mode quantiser returns the codewords
+        return q, q, ind, torch.zeros((), dtype=z.dtype, device=z.device), gap
+    q_stats = StraightThroughF32.apply(z, qv) if ties == "pytorch" else q
     commit = ((qv - z) ** 2).mean()
     with torch.no_grad():                             # EMA update with Laplace smoothing
         lam = vq.decay
@@ -275,7 +301,7 @@ def vq_forward(vq, z, train):
         cb.embed.copy_((ea / nk[:, None])[None])
         if vq.threshold > 0 and bool((cs < vq.threshold).any()):
             raise SystemExit("torch_reference: a dead code would be replaced (random rows; not modelled here)")
-    return q, ind, commit, gap
+    return q, q_stats, ind, commit, gap
 
 
 class V3Model(nn.Module):
@@ -336,14 +362,14 @@ def full_forward(model, cfg, x, train):
     model.train(train)
     xf = x.reshape(B * n, *x.shape[2:])
     zc, zs = model.encoder(xf)
-    q, ind, commit, gap = vq_forward(model.vq, zc, train)
+    q, q_stats, ind, commit, gap = vq_forward(model.vq, zc, train, tie_gradient(cfg))
     xhat = model.decoder(q, zs)
     recon = ((xhat - xf) ** 2).mean()
     w = loss_weights(cfg)
     r = float(cfg.get("loss_config", {}).get("relativity", 15))
     if cfg.get("loss_config", {}).get("supersample_content"):
         raise SystemExit("torch_reference: supersample_content is not modelled")
-    terms, weighted, ratios = v3_terms(zc, q, zs, B, n, r, w)
+    terms, weighted, ratios = v3_terms(zc, q_stats, zs, B, n, r, w)
     total = w["recon"] * recon + weighted + w["commit"] * commit
     out = dict(zc=zc, zs=zs, q=q, ind=ind, xhat=xhat, gap=gap, ratios=ratios)
     out["loss"] = dict(recon=recon, commit=commit, total=total, **terms)
@@ -410,6 +436,7 @@ loss_config:
     fragment_loss: 1
     commit_loss: 0.1
   relativity: {r}
+  tie_gradient: zero   # exact zero subgradient at ties, so the golden gradients do not depend on rounding
 model_config:
   arch: phonenums
   n_channels: 16
@@ -685,7 +712,7 @@ def verify_export(args):
     x = probe["x"].to(torch.float64).to(dev)
     with torch.no_grad():
         zc, zs = model.encoder(x)
-        q, ind, _, gap = vq_forward(model.vq, zc, False)
+        q, _, ind, _, gap = vq_forward(model.vq, zc, False)
         our_ind = probe["ind"].to(torch.int64).to(dev).reshape(-1)
         embed = model.vq._codebook.embed[0]
         if int(our_ind.min()) < 0 or int(our_ind.max()) >= embed.shape[0]:

@@ -82,6 +82,26 @@ TEST(gpu_vs_cpu_add_inplace) {
     return 0;
 }
 
+/* The straight-through value z + (q - z) must round exactly as the host's float32 (it decides which ties
+ * PyTorch's training sees): bit-identical, not just close. */
+TEST(gpu_vs_cpu_ste_value_bit_identical) {
+    REQUIRE_GPU();
+    for (size_t k = 0; k < N_SIZES; k++) {
+        size_t n = k_sizes[k];
+        float *z = hrand(n, 380 + k, -3.0f, 3.0f), *q = hrand(n, 390 + k, -3.0f, 3.0f), *ref = falloc(n),
+              *got = falloc(n);
+        poison(ref, n);
+        v3_ste_value(n, z, q, ref);
+        float *dz = dput(z, n), *dq = dput(q, n), *dout = dnan(n);
+        cuda_ste_value(n, dz, dq, dout);
+        int ok = dget(got, dout, n) && (n == 0 || !memcmp(got, ref, sizeof(float) * n));
+        cuda_free(dz), cuda_free(dq), cuda_free(dout);
+        ffree(z), ffree(q), ffree(ref), ffree(got);
+        CHECK(ok, "n = %zu: device z + (q - z) differs from the host's float32 bits", n);
+    }
+    return 0;
+}
+
 typedef struct { int N, C, H, W, fh, fw; } UpShape;
 static const UpShape k_up[] = {
     {1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 2, 3}, {2, 3, 5, 7, 2, 2}, {3, 2, 4, 5, 1, 3}, {1, 4, 3, 1, 3, 1},
