@@ -120,6 +120,10 @@ demo: v3
 	./v3 train --config configs/phonenums-cpu.yaml --out runs/demo --device cpu $(if $(DEMO_STEPS),--steps $(DEMO_STEPS))
 	./v3 eval --run runs/demo
 
+# tools/replay: our training step on a batch stream recorded from the authors' code (tools/authors_run.py).
+tools/replay: build/tools/replay.o build/libv3.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
 test-gpu: tests/run_gpu_tests
 	./tests/run_gpu_tests
 
@@ -129,7 +133,7 @@ bench/bench_%: build/bench/bench_%.o build/bench/bench_util.o build/libv3.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 clean:
-	rm -rf build v3 tests/run_tests tests/run_gpu_tests $(BENCH_BIN)
+	rm -rf build v3 tests/run_tests tests/run_gpu_tests tools/replay $(BENCH_BIN)
 
 print-config:
 	@echo "CC=$(CC) NVCC=$(NVCC) CUDA_HOME=$(CUDA_HOME) HAVE_CUDA=$(HAVE_CUDA)"
