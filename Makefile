@@ -74,7 +74,7 @@ endif
 LIB_OBJ  := $(patsubst %.c,build/%.o,$(LIB_C)) $(CU_OBJ)
 TEST_OBJ := $(patsubst %.c,build/%.o,$(TEST_C))
 
-all: banner v3 tests/run_tests
+all: banner v3 tests/run_tests tools/replay
 
 banner:
 	@if [ "$(HAVE_CUDA)" = 1 ]; then echo "v3 build: nvcc found at $(NVCC): CUDA kernels for sm_80, sm_90 + compute_90 PTX"; \
@@ -105,7 +105,7 @@ tests/run_tests: $(TEST_OBJ) build/libv3.a
 tests/run_gpu_tests: $(patsubst %.c,build/%.o,$(GPU_TEST_C)) build/tests/test_util.o build/tests/test_main.o build/libv3.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
-test: v3 tests/run_tests
+test: v3 tests/run_tests tools/replay
 	./tests/run_tests
 
 # The README's main command: a small real run on the CPU: generate the mini PhoneNums set and a small OOD set

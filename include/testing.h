@@ -47,6 +47,9 @@ void test_rm_tree(char *dir);
 int test_done(int rc, char *dir);
 /* Whole file into a NUL-terminated xmalloc'ed buffer / a buffer to a file. 0 or -1. */
 int test_read_all(const char *path, unsigned char **buf, size_t *n);
+/* The number after "key": in a JSON text, at its first occurrence after the text `after` (or anywhere when NULL);
+ * -1e300 when absent (results.json checks). */
+double test_json_number(const char *txt, const char *after, const char *key);
 int test_write_all(const char *path, const void *buf, size_t n);
 /* Worst errors of log-magnitude STFT blocks [n][512][32] `got` against `ref` (CPU and GPU STFT tests):
  * *mag relative to each frame's largest reference magnitude, *lg on bins above 1e-3 of it; NaN gives INFINITY. */

@@ -34,16 +34,6 @@ static int gen_phonenums(const char *dir, int pages, int ood) {
     return phonenums_generate(dir, &p);
 }
 
-/* A value "key": <number> from a JSON text (first occurrence after `after`, when given). */
-static double json_value(const char *txt, const char *after, const char *key) {
-    const char *p = after ? strstr(txt, after) : txt;
-    if (!p) return -1e300;
-    char pat[96];
-    snprintf(pat, sizeof pat, "\"%s\": ", key);
-    p = strstr(p, pat);
-    return p ? strtod(p + strlen(pat), NULL) : -1e300;
-}
-
 /* A CPU transfer with few Griffin-Lim iterations. */
 static TransferOpts transfer_opts(const char *run, const char *content, const char *style, const char *out) {
     TransferOpts o;
@@ -92,18 +82,18 @@ TEST(eval_phonenums_end_to_end) {
     const char *keys[] = {"purity_authors", "purity_weighted", "one_to_one_accuracy", "content_from_content",
                           "style_from_content", "style_from_quantised", "content_from_style", "style_from_style"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
-        double v = json_value(t, NULL, keys[i]);
+        double v = test_json_number(t, NULL, keys[i]);
         CHECK(v >= 0 && v <= 1, "%s = %g in\n%s", keys[i], v, t);
     }
     const char *pr[] = {"\"content_by_content\"", "\"content_by_style\"", "\"quantised_by_content\"",
                         "\"quantised_by_style\"", "\"style_by_style\"", "\"style_by_content\""};
     for (size_t i = 0; i < 6; i++) {
-        double v = json_value(t, pr[i], "auc");
+        double v = test_json_number(t, pr[i], "auc");
         CHECK(v > 0 && v <= 1, "%s auc = %g", pr[i], v);
     }
-    CHECK(json_value(t, "\"zero_shot\"", "accuracy_authors") >= 0, "no zero-shot accuracy:\n%s", t);
-    CHECK(json_value(t, "\"10_shot\"", "steps") >= 1, "no 10-shot adaptation:\n%s", t);
-    CHECK(json_value(t, NULL, "fragments") == 40, "4 test pages x 10 fragments expected:\n%s", t);
+    CHECK(test_json_number(t, "\"zero_shot\"", "accuracy_authors") >= 0, "no zero-shot accuracy:\n%s", t);
+    CHECK(test_json_number(t, "\"10_shot\"", "steps") >= 1, "no 10-shot adaptation:\n%s", t);
+    CHECK(test_json_number(t, NULL, "fragments") == 40, "4 test pages x 10 fragments expected:\n%s", t);
     free(js);
     if (plot_available()) {
         const char *figs[] = {"confusion.png", "tsne_content_by_content.png", "tsne_content_by_style.png",
@@ -121,7 +111,7 @@ TEST(eval_phonenums_end_to_end) {
     o.probe_samples = -1;
     CHECK(eval_run(&o) == 0, "eval --split ood: %s", v3_last_error());
     CHECK(test_read_all(test_path(run, "eval-ood/results.json"), &js, &n) == 0, "no eval-ood/results.json");
-    CHECK(strstr((char *)js, "\"split\": \"ood\"") && json_value((char *)js, NULL, "fragments") == 160,
+    CHECK(strstr((char *)js, "\"split\": \"ood\"") && test_json_number((char *)js, NULL, "fragments") == 160,
           "16 OOD test pages expected:\n%s", (char *)js);
     free(js);
     CHECK(test_read_all(test_path(run, "eval/results.json"), &js, &n) == 0 && strstr((char *)js, "\"split\": \"test\""),

@@ -197,3 +197,12 @@ int test_sh(const char *cmd, char *out, size_t cap) {
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+double test_json_number(const char *txt, const char *after, const char *key) {
+    const char *p = after ? strstr(txt, after) : txt;
+    if (!p) return -1e300;
+    char pat[96];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    p = strstr(p, pat);
+    return p ? strtod(p + strlen(pat), NULL) : -1e300;
+}
