@@ -136,7 +136,7 @@ TEST(tb_events_read_back_scalars_and_image) {
 /* TensorBoard itself reads the files (CI installs it into a venv and sets V3_TB_PYTHON; skipped elsewhere). */
 TEST(tb_events_read_by_tensorboard) {
     const char *py = getenv("V3_TB_PYTHON");
-    if (!py || !*py) SKIP("V3_TB_PYTHON not set (.ci/run installs tensorboard from PyPI and sets it)");
+    if (!py || !*py) SKIP("V3_TB_PYTHON not set (`make test` sets it to the venv tools/setup.sh --venv makes)");
     char *dir = test_tmpdir("tbpy");
     TbWriter *w = tb_open(dir);
     CHECK(w, "tb_open: %s", v3_last_error());

@@ -636,7 +636,7 @@ static int st_check(const char *py, const char *file, const char *expect, char *
 
 TEST(weights_read_by_the_safetensors_package) {
     const char *py = getenv("V3_ST_PYTHON");
-    if (!py || !*py) SKIP("V3_ST_PYTHON not set: the safetensors package did NOT check our files (.ci/run installs it)");
+    if (!py || !*py) SKIP("V3_ST_PYTHON not set: the safetensors package did NOT check our files (`make test` sets it)");
     char *dir = test_tmpdir("stpy");
     char model[600], dtypes[600], expect[600], out[4096];
     snprintf(model, sizeof model, "%s/model.safetensors", dir);
