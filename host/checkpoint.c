@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "config.h"
 
 typedef struct { const float *p; size_t n; } Span;
 
@@ -72,6 +73,44 @@ int checkpoint_save(const char *path, const Model *m, const CkptMeta *meta) {
     return write_file_atomic(path, write_ckpt, &c);
 }
 
+/* A matching CRC only says the bytes are the ones written: a file written by a buggy or hostile tool can still
+ * carry impossible values, which would otherwise "resume" at step 2^64-1 or divide by a zero RNG state. */
+static int check_header_ranges(const char *path, const unsigned char *h) {
+    uint64_t step = get64(h, 48), adam_t = get64(h, 56);
+    double val;
+    memcpy(&val, h + 104, 8);
+    if (step > (uint64_t)V3_MAX_STEPS)
+        return v3_error("%s: checkpoint field step is %llu, over the limit of %lld (V3_MAX_STEPS)", path,
+                        (unsigned long long)step, V3_MAX_STEPS);
+    if (adam_t > step)
+        return v3_error("%s: checkpoint field adam_t is %llu, expected at most step (%llu)", path,
+                        (unsigned long long)adam_t, (unsigned long long)step);
+    if (get32(h, 112) > step)
+        return v3_error("%s: checkpoint field epoch is %u, expected at most step (%llu)", path, get32(h, 112),
+                        (unsigned long long)step);
+    if (!isnan(val) && !(val >= 0 && isfinite(val)))
+        return v3_error("%s: checkpoint field val_loss is %g, expected NaN (none) or a finite number >= 0", path, val);
+    if (!(get64(h, 72) | get64(h, 80) | get64(h, 88) | get64(h, 96)))
+        return v3_error("%s: checkpoint field rng is all zero, expected a xoshiro256 state (not all zero)", path);
+    return 0;
+}
+
+/* The payload's values: finite everywhere, AdamW's second moments and the codebook counts >= 0, initted 0 or 1. */
+static int check_payload_ranges(const char *path, const float *t, const Span *s, int ns) {
+    static const char *names[] = {"params", "adam_m", "adam_v", "bn_buffers", "vq.embed", "vq.embed_avg",
+                                  "vq.cluster_size", "vq.initted"};
+    size_t off = 0;
+    for (int k = 0; k < ns; off += s[k].n, k++)
+        for (size_t i = 0; i < s[k].n; i++) {
+            float v = t[off + i];
+            int nonneg = k == 2 || k == 6;
+            if (!isfinite(v) || (nonneg && v < 0) || (k == 7 && v != 0 && v != 1))
+                return v3_error("%s: checkpoint payload %s[%zu] is %g, expected %s", path, names[k], i, (double)v,
+                                k == 7 ? "0 or 1" : nonneg ? "a finite number >= 0" : "a finite number");
+        }
+    return 0;
+}
+
 static int read_header(const char *path, FILE *f, unsigned char *h) {
     if (fread(h, 1, V3CK_HEADER_BYTES, f) != V3CK_HEADER_BYTES)
         return v3_error("%s: truncated checkpoint: shorter than its %d-byte header", path, V3CK_HEADER_BYTES);
@@ -79,7 +118,7 @@ static int read_header(const char *path, FILE *f, unsigned char *h) {
     if (get32(h, 8) != V3CK_VERSION)
         return v3_error("%s: unsupported checkpoint version %u (expected %u)", path, get32(h, 8), V3CK_VERSION);
     if (crc32c(0, h, 120) != get32(h, 120)) return v3_error("%s: checkpoint header checksum mismatch (file corrupt)", path);
-    return 0;
+    return check_header_ranges(path, h);
 }
 
 static void meta_from_header(const unsigned char *h, CkptMeta *meta) {
@@ -139,6 +178,7 @@ int checkpoint_load(const char *path, Model *m, CkptMeta *meta) {
         free(tmp);
         return v3_error("%s: checkpoint payload checksum mismatch (file corrupt)", path);
     }
+    if (check_payload_ranges(path, tmp, s, ns)) { free(tmp); return -1; }
     size_t off = 0;
     for (int i = 0; i < ns; i++) { /* spans point into the model: copy back */
         memcpy((float *)s[i].p, tmp + off, s[i].n * sizeof(float));

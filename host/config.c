@@ -508,6 +508,8 @@ static int verr_s(const Config *c, const char *key, const char *msg, const char 
     return v3_error("%s: key '%s': expected %s, got '%s'", c->path[0] ? c->path : "(defaults)", key, msg, got);
 }
 
+#define XS_(x) #x
+#define XS(x) XS_(x)
 #define NEED(cond, key, msg, got) \
     do {                          \
         if (!(cond)) return verr(c, key, msg, (double)(got)); \
@@ -532,7 +534,9 @@ static int validate_run(const Config *c) {
     /* The sample-level statistics (variance across the batch) need at least two samples. */
     NEED(c->batch_size >= 2, "batch_size", "an integer >= 2 (sample-level statistics need 2 samples)",
          c->batch_size);
+    NEED(c->batch_size <= V3_MAX_BATCH, "batch_size", "at most " XS(V3_MAX_BATCH) " (V3_MAX_BATCH)", c->batch_size);
     NEED(c->epochs >= 1, "epochs", "a positive integer", c->epochs);
+    NEED(c->epochs <= V3_MAX_EPOCHS, "epochs", "at most " XS(V3_MAX_EPOCHS) " (V3_MAX_EPOCHS)", c->epochs);
     NEED(c->val_every_n_epochs >= 1, "val_every_n_epochs", "a positive integer", c->val_every_n_epochs);
     NEED(c->log_every_n_steps >= 1, "log_every_n_steps", "a positive integer", c->log_every_n_steps);
     NEED(c->save_every_n_epochs >= 1, "save_every_n_epochs", "a positive integer", c->save_every_n_epochs);
@@ -559,7 +563,21 @@ static int validate_model(const Config *c) {
     char msg[96];
     snprintf(msg, sizeof msg, "a positive multiple of %d for the %s architecture", div, arch_name(c->arch));
     NEED(c->n_channels >= div && c->n_channels % div == 0, "model_config.n_channels", msg, c->n_channels);
+    NEED(c->n_channels <= V3_MAX_WIDTH, "model_config.n_channels", "at most " XS(V3_MAX_WIDTH) " (V3_MAX_WIDTH)",
+         c->n_channels);
     NEED(c->n_fragments >= 2, "model_config.n_fragments", "an integer >= 2", c->n_fragments);
+    NEED(c->n_fragments <= V3_MAX_FRAGMENTS, "model_config.n_fragments",
+         "at most " XS(V3_MAX_FRAGMENTS) " (V3_MAX_FRAGMENTS)", c->n_fragments);
+    NEED(c->fragment_len <= V3_MAX_WIDTH, "model_config.fragment_len", "at most " XS(V3_MAX_WIDTH) " (V3_MAX_WIDTH)",
+         c->fragment_len);
+    NEED(c->n_feature <= V3_MAX_WIDTH, "model_config.n_feature", "at most " XS(V3_MAX_WIDTH) " (V3_MAX_WIDTH)",
+         c->n_feature);
+    NEED(c->d_emb_c <= V3_MAX_WIDTH, "model_config.d_emb_c", "at most " XS(V3_MAX_WIDTH) " (V3_MAX_WIDTH)",
+         c->d_emb_c);
+    NEED(c->d_emb_s <= V3_MAX_WIDTH, "model_config.d_emb_s", "at most " XS(V3_MAX_WIDTH) " (V3_MAX_WIDTH)",
+         c->d_emb_s);
+    NEED(c->n_atoms <= V3_MAX_ATOMS, "model_config.n_atoms", "at most " XS(V3_MAX_ATOMS) " (V3_MAX_ATOMS)",
+         c->n_atoms);
     NEED(c->fragment_len >= 1, "model_config.fragment_len", "a positive integer", c->fragment_len);
     NEED(c->n_feature >= 1, "model_config.n_feature", "a positive integer", c->n_feature);
     NEED(c->d_emb_c >= 1, "model_config.d_emb_c", "a positive integer", c->d_emb_c);

@@ -1,6 +1,7 @@
 /* The `v3` command line: subcommands train, eval, transfer, export, import, info, data, bench, device. Exit codes: 0 success, 1 runtime error (bad
  * input files, NaN loss, ...), 2 usage error, 130 interrupted (checkpoint saved). */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "config.h"
 #include "cuda_backend.h"
 #include "data_cli.h"
+#include "memory_limit.h"
 #include "model.h"
 #include "ops.h"
 #include "train.h"
@@ -47,6 +49,7 @@ static void train_usage(FILE *f) {
             "  --math M             fp32 | tf32 | bf16 (CUDA path; fp32 is exact)               default: fp32\n"
             "  --set KEY=VALUE      override any config key, e.g. optimizer_config.lr=5e-4 (repeatable)\n"
             "  --quiet              no progress output (the final metrics line is still printed)\n"
+            "  --max-memory SIZE    refuse configs estimated to need more (e.g. 8G)   default: this machine's memory\n"
             "exit codes: 0 ok, 1 error (one line naming file, field and expectation), 2 usage error,\n"
             "            130 interrupted by SIGINT/SIGTERM after saving a resumable checkpoint\n");
 }
@@ -72,8 +75,16 @@ static int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--math") && has) o.math = argv[++i];
         else if (!strcmp(a, "--steps") && has) {
             char *end;
+            errno = 0;
             o.steps = strtol(argv[++i], &end, 10);
-            if (*end || o.steps < 0) return cli_usage_error("train", "--steps expects a non-negative integer, got", argv[i]);
+            if (*end || !*argv[i] || o.steps < 0 || errno)
+                return cli_usage_error("train", "--steps expects a non-negative integer, got", argv[i]);
+            if (o.steps > V3_MAX_STEPS)
+                return cli_usage_error("train", "--steps is over the limit of 1000000000 steps (V3_MAX_STEPS), got",
+                                       argv[i]);
+        } else if (!strcmp(a, "--max-memory") && has) {
+            if (v3_parse_size(argv[++i], &v3_max_memory))
+                return cli_usage_error("train", "--max-memory expects a size such as 512M or 8G, got", argv[i]);
         } else if (!strcmp(a, "--set") && has) {
             if (o.n_sets == 64) return cli_usage_error("train", "too many --set options at", argv[i + 1]);
             o.sets[o.n_sets++] = argv[++i];

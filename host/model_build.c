@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "memory_limit.h"
 #include "model.h"
 
 /* The authors' four architectures plus our small `tiny` one (v3.md §2 table). */
@@ -274,6 +275,26 @@ static void linear_reg(Reg *R, const char *prefix, int in, int out, size_t *w, s
     *b = PREG(R, SHAPE1(out), "%s.bias", prefix);
 }
 
+/* Everything the CPU step allocates, estimated from the registered shapes before any of it is allocated. */
+static int check_memory(Model *m) {
+    const Config *c = &m->cfg;
+    size_t state = sizeof(float) * (2 * m->n_params + 2 * m->n_trainable + m->n_bufs); /* weights, grads, AdamW */
+    size_t K = (size_t)c->n_atoms, d = (size_t)m->dc, N = (size_t)c->batch_size * (size_t)c->n_fragments;
+    /* codebook, its EMA state, and the k-means initialisation's double-precision sums and assignments */
+    size_t book = sizeof(float) * (2 * K * d + K) + sizeof(double) * (K * d + K) + sizeof(int) * (N + 2 * K);
+    size_t acts = model_activation_bytes(m, (int)N);
+    size_t batches = 3 * sizeof(float) * N * (size_t)m->arch.C * m->arch.H * m->arch.W; /* loader's buffers */
+    size_t need = state + book + acts + batches;
+    int opt;
+    size_t limit = v3_memory_limit(&opt);
+    if (need <= limit) return 0;
+    return v3_error("%s: model_config: this configuration needs about %.2f GiB (weights, gradients and AdamW "
+                    "state %.2f, codebook %.2f, activations for batch_size %d x n_fragments %d = %zu fragments %.2f, "
+                    "batches %.2f) but the limit is %.2f GiB (%s)", c->path[0] ? c->path : "(config)", v3_gib(need),
+                    v3_gib(state), v3_gib(book), c->batch_size, c->n_fragments, N, v3_gib(acts), v3_gib(batches),
+                    v3_gib(limit), opt ? "--max-memory" : "this machine's memory");
+}
+
 Model *model_build(const Config *c, uint64_t seed) {
     if (config_validate(c)) return NULL;
     Model *m = xcalloc(1, sizeof *m);
@@ -315,6 +336,7 @@ Model *model_build(const Config *c, uint64_t seed) {
     for (int i = 0; i < m->n_params_t; i++)
         if (m->params[i].enc) m->n_enc_params += m->params[i].n;
 
+    if (check_memory(m)) { model_free(m); return NULL; }
     m->p = falloc(m->n_params);
     m->g = falloc(m->n_params);
     m->m = falloc(m->n_trainable);

@@ -36,21 +36,61 @@ void model_free_activations(Model *m) {
     m->N = 0;
 }
 
-static void alloc_stage(Stage *s, int N, size_t *maxact) {
+/* One activation buffer of n floats, or, when counting (model_activation_bytes), only its size: one walk over
+ * the buffers both allocates them and estimates them, so the estimate cannot drift from the allocation. */
+static float *act(size_t n, size_t *count) {
+    if (count) { *count += n * sizeof(float); return NULL; }
+    return falloc(n);
+}
+
+static void alloc_stage(Stage *s, int N, size_t *maxact, size_t *count) {
     size_t in = stage_in(s) * N, out = stage_out(s) * N;
     if (in > *maxact) *maxact = in;
     if (out > *maxact) *maxact = out;
-    s->y = falloc(out);
+    s->y = act(out, count);
     if (s->kind == ST_UPSAMPLE || s->kind == ST_OUTCONV) return;
     size_t mid = (size_t)s->n0.C * s->Ho * s->Wo * N;
-    s->a0 = falloc(mid);
-    s->bn0 = falloc(mid);
+    s->a0 = act(mid, count);
+    s->bn0 = act(mid, count);
     if (s->kind == ST_STEM) return;
-    s->g0 = falloc(mid);
-    s->a1 = falloc(out);
-    s->s = falloc(out);
-    if (s->has_sc) s->sa = falloc(out);
+    s->g0 = act(mid, count);
+    s->a1 = act(out, count);
+    s->s = act(out, count);
+    if (s->has_sc) s->sa = act(out, count);
     if (mid > *maxact) *maxact = mid;
+}
+
+/* Allocate (count == NULL) or count the activations for N = B*n fragments. */
+static void batch_buffers(Model *m, int N, size_t *count) {
+    size_t maxact = 0, frag = (size_t)m->arch.C * m->arch.H * m->arch.W;
+    for (int i = 0; i < m->n_enc; i++) alloc_stage(&m->enc[i], N, &maxact, count);
+    for (int i = 0; i < m->n_dec; i++) alloc_stage(&m->dec[i], N, &maxact, count);
+    int dz = m->dc + m->ds;
+    m->x_in = act(frag * N, count);
+    m->h = act((size_t)dz * N, count);
+    m->hg = act((size_t)dz * N, count);
+    m->hc = act((size_t)m->dc * N, count);
+    m->hs = act((size_t)m->ds * N, count);
+    m->zc = act((size_t)m->dc * N, count);
+    m->zs = act((size_t)m->ds * N, count);
+    m->q = act((size_t)m->dc * N, count);
+    m->dcp = act((size_t)m->dc * N, count);
+    m->dsp = act((size_t)m->ds * N, count);
+    m->cat = act((size_t)dz * N, count);
+    m->p0 = act((size_t)m->flat * N, count);
+    m->p0g = act((size_t)m->flat * N, count);
+    m->xhat = act(frag * N, count);
+    m->gzc = act((size_t)m->dc * N, count);
+    m->gzs = act((size_t)m->ds * N, count);
+    m->tmp_c = act((size_t)dz * N, count);
+    m->tmp_s = act((size_t)dz * N, count);
+    m->q_ste = act((size_t)m->dc * N, count);
+    if (count) *count += (size_t)N * sizeof(int);
+    else m->ind = xcalloc((size_t)N, sizeof(int));
+    if ((size_t)m->flat * N > maxact) maxact = (size_t)m->flat * N;
+    if (frag * N > maxact) maxact = frag * N;
+    for (int k = 0; k < 4; k++) m->pool[k] = act(maxact, count);
+    if (!count) m->pool_n = maxact;
 }
 
 /* (Re)allocate activations for N = B*n fragments. */
@@ -58,34 +98,15 @@ static void set_batch(Model *m, int N) {
     if (m->N == N) return;
     model_free_activations(m);
     m->N = N;
-    size_t maxact = 0, frag = (size_t)m->arch.C * m->arch.H * m->arch.W;
-    for (int i = 0; i < m->n_enc; i++) alloc_stage(&m->enc[i], N, &maxact);
-    for (int i = 0; i < m->n_dec; i++) alloc_stage(&m->dec[i], N, &maxact);
-    int dz = m->dc + m->ds;
-    m->x_in = falloc(frag * N);
-    m->h = falloc((size_t)dz * N);
-    m->hg = falloc((size_t)dz * N);
-    m->hc = falloc((size_t)m->dc * N);
-    m->hs = falloc((size_t)m->ds * N);
-    m->zc = falloc((size_t)m->dc * N);
-    m->zs = falloc((size_t)m->ds * N);
-    m->q = falloc((size_t)m->dc * N);
-    m->dcp = falloc((size_t)m->dc * N);
-    m->dsp = falloc((size_t)m->ds * N);
-    m->cat = falloc((size_t)dz * N);
-    m->p0 = falloc((size_t)m->flat * N);
-    m->p0g = falloc((size_t)m->flat * N);
-    m->xhat = falloc(frag * N);
-    m->gzc = falloc((size_t)m->dc * N);
-    m->gzs = falloc((size_t)m->ds * N);
-    m->tmp_c = falloc((size_t)dz * N);
-    m->tmp_s = falloc((size_t)dz * N);
-    m->q_ste = falloc((size_t)m->dc * N);
-    m->ind = xcalloc((size_t)N, sizeof(int));
-    if ((size_t)m->flat * N > maxact) maxact = (size_t)m->flat * N;
-    if (frag * N > maxact) maxact = frag * N;
-    for (int k = 0; k < 4; k++) m->pool[k] = falloc(maxact);
-    m->pool_n = maxact;
+    batch_buffers(m, N, NULL);
+}
+
+size_t model_activation_bytes(Model *m, int N) {
+    /* counting leaves every pointer NULL: only a model without activations may be walked */
+    if (m->N) return 0;
+    size_t bytes = 0;
+    batch_buffers(m, N, &bytes);
+    return bytes;
 }
 
 /* ---- single layers ---- */

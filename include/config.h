@@ -59,6 +59,14 @@ int config_load(const char *path, Config *c);
 /* Apply one "section.key=value" override (the same typing rules as the file). */
 int config_set(Config *c, const char *assignment);
 /* Check cross-field consistency (positive sizes, n_channels divisible as the architecture needs, ...). */
+/* Stated limits (config_validate and `v3 train --steps`): far above any configuration of the papers, low
+ * enough that sizes multiply without overflow and a typo fails at once instead of allocating for minutes. */
+#define V3_MAX_STEPS 1000000000LL  /* total training steps */
+#define V3_MAX_EPOCHS 1000000
+#define V3_MAX_BATCH 65536         /* batch_size */
+#define V3_MAX_FRAGMENTS 4096      /* model_config.n_fragments */
+#define V3_MAX_ATOMS 65536         /* model_config.n_atoms */
+#define V3_MAX_WIDTH 65536         /* n_channels, d_emb_c, d_emb_s, fragment_len, n_feature */
 int config_validate(const Config *c);
 const char *arch_name(ArchKind a);
 int arch_from_name(const char *s, ArchKind *out); /* accepts insnotes|phonenums|sprites|svhn|tiny */

@@ -88,6 +88,8 @@ typedef struct {
 /* Build from a config: architecture, parameter table, PyTorch-default initialisation from `seed`. */
 Model *model_build(const Config *c, uint64_t seed);
 void model_free(Model *m);
+/* Bytes of the activation buffers a CPU step over N fragments allocates (a model with none allocated yet). */
+size_t model_activation_bytes(Model *m, int N);
 /* Print the parameter count (total, encoder, decoder, and without the unused bn_c/bn_s). */
 void model_print_info(const Model *m, FILE *f);
 
