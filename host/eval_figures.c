@@ -1,9 +1,11 @@
 /* Figures and sounds of `v3 eval`: the confusion heat map, t-SNE maps, training curves and the codebook sheet
  * (every atom decoded in several styles), with Griffin-Lim audio of the sheet for InsNotes. */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "eval_parts.h"
@@ -135,6 +137,10 @@ int eval_fig_curves(const char *run_dir, const char *dir, FILE *files, int *firs
     char lp[1200], pp[1300];
     snprintf(lp, sizeof lp, "%s/log.jsonl", run_dir);
     snprintf(pp, sizeof pp, "%s/curves.png", dir);
+    if (access(lp, F_OK) != 0 && errno == ENOENT) { /* a run made by `v3 import` was never trained here */
+        v3_log("v3 eval: %s: no training log (an imported run?): curves.png not drawn\n", lp);
+        return 0;
+    }
     if (plot_training_curves(lp, pp)) return -1;
     list_file(files, first, "curves.png");
     return 0;

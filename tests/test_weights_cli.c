@@ -13,6 +13,7 @@
 #include "common.h"
 #include "dataset.h"
 #include "eval.h"
+#include "plot.h"
 #include "rng.h"
 #include "safetensors.h"
 #include "testing.h"
@@ -133,11 +134,14 @@ TEST(weights_cli_export_import_eval) {
     model_free(c);
     eval_run_close(&r);
     CHECK(ok && adam_zero, "imported checkpoint: weights, step 0, seed 3, fresh AdamW expected");
-    snprintf(cmd, sizeof cmd, "./v3 eval --run %s --quiet --no-figures --tsne-points 0 --no-few-shot --probe-samples -1",
-             imp);
+    /* with figures: an imported run has no log.jsonl, so no curves, but everything else */
+    snprintf(cmd, sizeof cmd, "./v3 eval --run %s --quiet --tsne-points 0 --no-few-shot --probe-samples -1", imp);
     rc = test_sh(cmd, out, sizeof out);
     CHECK(rc == 0, "eval of the imported run: exit %d: %s", rc, out);
     CHECK(access(test_path(imp, "eval/results.json"), R_OK) == 0, "no eval/results.json for the imported run");
+    CHECK(!plot_available() || (access(test_path(imp, "eval/confusion.png"), R_OK) == 0 &&
+                                access(test_path(imp, "eval/curves.png"), F_OK) != 0),
+          "imported run: confusion.png expected, curves.png not");
     /* importing over an existing run, and a config that does not match the file: one-line errors */
     snprintf(cmd, sizeof cmd, "./v3 import %s --config %s/config.yaml --out %s", w, run, imp);
     rc = test_sh(cmd, out, sizeof out);
