@@ -19,6 +19,7 @@
 #include "cuda_backend.h"
 #include "datasource.h"
 #include "loader.h"
+#include "platform_info.h"
 #include "progress.h"
 #include "tb_events.h"
 #include "train_images.h"
@@ -287,6 +288,9 @@ static void teardown(Run *r) {
 static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
     const Config *c = &r->m->cfg;
     uint64_t total = o->steps >= 0 ? (uint64_t)o->steps : (uint64_t)c->epochs * r->spe;
+    if (total > (uint64_t)V3_MAX_STEPS)
+        return v3_error("%s: epochs %d x %llu steps per epoch = %llu steps, over the limit of %lld (V3_MAX_STEPS)",
+                        c->path, c->epochs, (unsigned long long)r->spe, (unsigned long long)total, V3_MAX_STEPS);
     double t0 = now_seconds(), last_val = NAN, last_purity = NAN;
     uint64_t step0 = step;
     LoaderOpts lo = {&r->train, r->B, r->spe, r->seed, r->use_cuda};
@@ -421,6 +425,12 @@ int train_run(const TrainOpts *o) {
     if ((cf = fopen(cpath, "w"))) { config_print(&r.m->cfg, cf); fclose(cf); }
     snprintf(cpath, sizeof cpath, "%s/config.yaml", r.dir); /* what `v3 eval --run DIR` rebuilds the model from */
     if (config_save(&r.m->cfg, cpath)) { teardown(&r); return -1; }
+    if (platform_write(r.dir)) { teardown(&r); return -1; }
+    if (!r.use_cuda) {
+        char pl[512];
+        platform_describe(pl, sizeof pl);
+        v3_log("v3: CPU math: %s (a run is bit-reproducible with the same binary, kernels and thread count)\n", pl);
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
