@@ -43,6 +43,7 @@ static void train_usage(FILE *f) {
             "  --data DIR           dataset directory, overrides the config's data_dir           default: data_dir\n"
             "  --steps N            total steps to train to                     default: epochs x steps per epoch\n"
             "  --resume             continue DIR from checkpoints/latest.v3ck, replaying exactly  default: off\n"
+            "                       (none there yet: start at step 0)\n"
             "  --device D           auto | cpu | cuda (auto: the GPU when one is present)        default: auto\n"
             "  --math M             fp32 | tf32 | bf16 (CUDA path; fp32 is exact)               default: fp32\n"
             "  --set KEY=VALUE      override any config key, e.g. optimizer_config.lr=5e-4 (repeatable)\n"

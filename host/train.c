@@ -64,6 +64,7 @@ static void truncate_log(const char *path, uint64_t step) {
     if (!o) { fclose(f); return; }
     char line[4096];
     while (fgets(line, sizeof line, f)) {
+        if (!strchr(line, '\n') && feof(f)) break; /* a line cut short by a kill: never a complete record */
         const char *s = strstr(line, "\"step\":");
         if (s && strtoull(s + 7, NULL, 10) > step) continue;
         fputs(line, o);
@@ -86,6 +87,7 @@ typedef struct {
     FILE *log;
     TbWriter *tb;        /* TensorBoard scalars beside log.jsonl (DIR/tb) */
     char dir[1024], ckdir[1100];
+    double resume_val;   /* validation loss recorded in the checkpoint resumed from (NaN: none) */
 } Run;
 
 /* "atoms":[[n(class 0), n(class 1), ...], ...]: the atom-by-content confusion counts of a validation pass. */
@@ -287,7 +289,7 @@ static void teardown(Run *r) {
 static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
     const Config *c = &r->m->cfg;
     uint64_t total = o->steps >= 0 ? (uint64_t)o->steps : (uint64_t)c->epochs * r->spe;
-    double t0 = now_seconds(), last_val = NAN, last_purity = NAN;
+    double t0 = now_seconds(), last_val = r->resume_val, last_purity = NAN;
     uint64_t step0 = step;
     LoaderOpts lo = {&r->train, r->B, r->spe, r->seed, r->use_cuda};
     if (step < total && (!(r->ld = loader_create(&lo)) || loader_start(r->ld, step, total))) return -1;
@@ -370,7 +372,7 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
     }
     v3_log("v3: done at step %llu; checkpoints in %s, log in %s/log.jsonl\n", (unsigned long long)step, r->ckdir,
            r->dir);
-    if (!isnan(last_val) && v3_verbose >= 0) /* last validation metrics on stdout (also with --quiet) */
+    if (!isnan(last_purity) && v3_verbose >= 0) /* this process's last validation on stdout (also with --quiet) */
         printf("final validation (epoch %d): loss %.5f  codebook purity %.4f\n", (int)(step / r->spe) - 1, last_val,
                last_purity);
     return 0;
@@ -381,12 +383,21 @@ int train_run(const TrainOpts *o) {
     memset(&r, 0, sizeof r);
     Config c;
     g_stop = 0;
+    r.resume_val = NAN;
+    int had_dir = access(o->out_dir, F_OK) == 0; /* (setup creates it) */
     if (setup(&r, o, &c)) { teardown(&r); return -1; }
     uint64_t step = 0;
     char latest[1300], logp[1100];
     snprintf(latest, sizeof latest, "%s/latest.v3ck", r.ckdir);
     snprintf(logp, sizeof logp, "%s/log.jsonl", r.dir);
-    if (o->resume) {
+    int resume = o->resume;
+    if (resume && access(latest, F_OK) != 0 && errno == ENOENT) {
+        /* killed before its first checkpoint: the run restarts, and its log with it */
+        if (had_dir) v3_log("v3: --resume: no checkpoint in %s yet; starting at step 0\n", r.ckdir);
+        else v3_log("v3: --resume: %s does not exist; starting a new run there at step 0\n", r.dir);
+        resume = 0;
+    }
+    if (resume) {
         CkptMeta meta;
         if (checkpoint_load(latest, r.m, &meta)) { teardown(&r); return -1; }
         if (meta.seed != r.seed) {
@@ -395,13 +406,14 @@ int train_run(const TrainOpts *o) {
                             (unsigned long long)meta.seed, (unsigned long long)r.seed);
         }
         step = meta.step;
+        r.resume_val = meta.val_loss;
         truncate_log(logp, step);
         v3_log("v3: resumed from %s at step %llu\n", latest, (unsigned long long)step);
     } else if (access(latest, F_OK) == 0) {
         teardown(&r);
         return v3_error("%s: a run already exists here; pass --resume to continue it or choose another --out", latest);
     }
-    if (r.use_cuda && o->resume) {
+    if (r.use_cuda && resume) {
         char ap[1300];
         snprintf(ap, sizeof ap, "%s/conv_algos.txt", r.ckdir);
         if (access(ap, F_OK) == 0 && cuda_conv_algos_load(ap)) { teardown(&r); return -1; }
@@ -410,7 +422,7 @@ int train_run(const TrainOpts *o) {
         teardown(&r);
         return -1;
     }
-    r.log = fopen(logp, o->resume ? "a" : "w");
+    r.log = fopen(logp, resume ? "a" : "w");
     if (!r.log) { teardown(&r); return v3_error("%s: cannot open log: %s", logp, strerror(errno)); }
     char tbdir[1100];
     snprintf(tbdir, sizeof tbdir, "%s/tb", r.dir);
