@@ -26,6 +26,8 @@
 #include "gpu_model.h"
 #include "model.h"
 
+int (*train_test_nan_hook)(uint64_t step) = NULL;
+
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) { g_stop = sig; }
 
@@ -286,6 +288,41 @@ static void teardown(Run *r) {
     ffree(r->xb);
 }
 
+/* "last good checkpoint: PATH (step K)", or that there is none: the state a --resume would continue from. */
+static void describe_latest(const Run *r, char *buf, size_t cap) {
+    char p[1300];
+    CkptMeta meta;
+    snprintf(p, sizeof p, "%s/latest.v3ck", r->ckdir);
+    if (access(p, F_OK) == 0 && checkpoint_peek(p, &meta) == 0)
+        snprintf(buf, cap, "last good checkpoint: %s (step %llu)", p, (unsigned long long)meta.step);
+    else
+        snprintf(buf, cap, "no checkpoint in %s yet", r->ckdir);
+}
+
+/* Step n failed: the error names the step as log.jsonl numbers it and the checkpoint a --resume would continue
+ * from. */
+static int step_failed(const Run *r, uint64_t n) {
+    char why[1024], ck[1500];
+    snprintf(why, sizeof why, "%s", v3_last_error());
+    describe_latest(r, ck, sizeof ck);
+    return v3_error("step %llu: %s; stopping; %s", (unsigned long long)n, why, ck);
+}
+
+/* Test hook (train_test_nan_hook): a non-finite loss at step n, before any update. */
+static int test_nan(LossTerms *L, uint64_t n) {
+    if (!train_test_nan_hook || !train_test_nan_hook(n)) return 0;
+    L->recon = L->total = NAN;
+    return loss_nonfinite_error(L);
+}
+
+/* A non-finite gradient with a finite loss would poison the weights and surface one step late, blaming the
+ * wrong step: check it before the update (CPU path; the device step does not expose it). */
+static int grads_finite(const Model *m) {
+    for (size_t i = 0; i < m->n_trainable; i++)
+        if (!isfinite(m->g[i])) return 0;
+    return 1;
+}
+
 static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
     const Config *c = &r->m->cfg;
     uint64_t total = o->steps >= 0 ? (uint64_t)o->steps : (uint64_t)c->epochs * r->spe;
@@ -296,20 +333,19 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
     while (step < total && !g_stop) {
         int epoch = (int)(step / r->spe);
         const Batch *bt = loader_next(r->ld);
-        if (!bt) return v3_error("step %llu: %s", (unsigned long long)step, v3_last_error());
+        if (!bt) return v3_error("step %llu: %s", (unsigned long long)step + 1, v3_last_error());
         int B = bt->B;
         double lr = c->lr * config_lr_factor(c, epoch);
         LossTerms L;
         int rc;
         if (r->gm) {
             rc = gpu_model_train_step_dev(r->gm, bt->x_dev, B, (float)lr, &L);
-        } else if ((rc = model_forward(r->m, bt->x, B, 1, &L)) == 0) {
+        } else if ((rc = model_forward(r->m, bt->x, B, 1, &L)) == 0 && (rc = test_nan(&L, step + 1)) == 0) {
             model_backward(r->m);
-            model_adamw(r->m, (float)lr);
+            if (grads_finite(r->m)) model_adamw(r->m, (float)lr);
+            else rc = v3_error("non-finite gradient (loss %g)", L.total);
         }
-        if (rc)
-            return v3_error("step %llu: %s; stopping (last good checkpoint kept in %s)", (unsigned long long)step,
-                            v3_last_error(), r->ckdir);
+        if (rc) return step_failed(r, step + 1);
         step++;
         if (step % (uint64_t)c->log_every_n_steps == 0 || step == total) {
             fprintf(r->log, "{\"kind\":\"train\",\"step\":%llu,\"epoch\":%d,\"lr\":%.9e,", (unsigned long long)step,
@@ -332,7 +368,12 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
                 double purity;
                 LossTerms V;
                 fprintf(r->log, "{\"kind\":\"val\",\"step\":%llu,\"epoch\":%d", (unsigned long long)step, epoch);
-                if (validate(r, &last_val, &purity, &V)) return -1;
+                if (validate(r, &last_val, &purity, &V)) { /* (the weights this step left, e.g. non-finite) */
+                    char why[1024];
+                    snprintf(why, sizeof why, "%s", v3_last_error());
+                    v3_error("validation: %s", why);
+                    return step_failed(r, step);
+                }
                 last_purity = purity;
                 fputc(',', r->log);
                 log_terms(r->log, &V);

@@ -17,6 +17,10 @@ typedef struct {
 
 int train_run(const TrainOpts *o);
 
+/* Test hook: when set and nonzero for a step (numbered as log.jsonl numbers it), that step's loss is made
+ * non-finite before any update, as a diverging step's would be (CPU path only). */
+extern int (*train_test_nan_hook)(uint64_t step);
+
 /* Codebook purity: fraction of fragments whose atom's majority content label equals their own label. */
 double codebook_purity(const int *ind, const int32_t *content, int N, int K, int n_content);
 #endif

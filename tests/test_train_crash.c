@@ -1,5 +1,5 @@
 /* Training that survives its accidents (issue 15): --resume before the first checkpoint, required to end
- * byte-identical to an uninterrupted run. */
+ * byte-identical to an uninterrupted run, and the error of a non-finite step. */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <omp.h>
@@ -35,7 +35,7 @@ static char *make_env(const char *tag, int n_train, const char *extra, char *cfg
     return dir;
 }
 
-static int train(const char *cfg, const char *out, long steps, int resume) {
+static int train(const char *cfg, const char *out, long steps, int resume, const char *set) {
     TrainOpts o;
     memset(&o, 0, sizeof o);
     o.config_path = cfg;
@@ -43,6 +43,7 @@ static int train(const char *cfg, const char *out, long steps, int resume) {
     o.steps = steps;
     o.resume = resume;
     o.device = "cpu";
+    if (set) o.sets[o.n_sets++] = set;
     /* one OpenMP thread: these tiny steps run far faster so on shared cores, and each comparison is between
      * runs at the same thread count (what exact resume promises) */
     int nt = omp_get_max_threads();
@@ -97,6 +98,12 @@ static int same_run(const char *a, const char *b) {
     return 1;
 }
 
+static char *read_text(const char *path) {
+    unsigned char *t;
+    size_t n;
+    return test_read_all(path, &t, &n) ? NULL : (char *)t;
+}
+
 TEST(train_resume_before_first_checkpoint_starts_at_zero) {
     char cfg[600], a[700], b[700], c[700], cmd[2400], out[4096];
     char *dir = make_env("resume0", 20, NULL, cfg, sizeof cfg);
@@ -104,14 +111,14 @@ TEST(train_resume_before_first_checkpoint_starts_at_zero) {
     snprintf(a, sizeof a, "%s/a", dir);
     snprintf(b, sizeof b, "%s/b", dir);
     snprintf(c, sizeof c, "%s/c", dir);
-    CHECK(train(cfg, a, 5, 0) == 0, "uninterrupted run: %s", v3_last_error());
+    CHECK(train(cfg, a, 5, 0, NULL) == 0, "uninterrupted run: %s", v3_last_error());
     /* b: killed before its first checkpoint, after logging a step and part of the next */
     CHECK(mkdir(b, 0755) == 0 && mkdir(test_path(b, "checkpoints"), 0755) == 0, "mkdir %s", b);
     const char *stale = "{\"kind\":\"train\",\"step\":1,\"epoch\":0,\"loss\":1}\n{\"kind\":\"train\",\"st";
     CHECK(test_write_all(test_path(b, "log.jsonl"), stale, strlen(stale)) == 0, "write log");
-    CHECK(train(cfg, b, 5, 1) == 0, "--resume without a checkpoint: %s", v3_last_error());
+    CHECK(train(cfg, b, 5, 1, NULL) == 0, "--resume without a checkpoint: %s", v3_last_error());
     CHECK(same_run(a, b), "resumed-from-nothing run differs from the uninterrupted one");
-    CHECK(train(cfg, c, 5, 1) == 0, "--resume of a directory that does not exist: %s", v3_last_error());
+    CHECK(train(cfg, c, 5, 1, NULL) == 0, "--resume of a directory that does not exist: %s", v3_last_error());
     CHECK(same_run(a, c), "--resume into a new directory differs from the uninterrupted run");
     if (access("./v3", X_OK) == 0) { /* the one-line notice */
         snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 ./v3 train --config %s --out %s/d --steps 1 --device cpu --resume",
@@ -134,11 +141,47 @@ TEST(train_resume_gives_byte_identical_checkpoints) {
     CHECK(dir, "environment");
     snprintf(a, sizeof a, "%s/a", dir);
     snprintf(b, sizeof b, "%s/b", dir);
-    CHECK(train(cfg, a, 8, 0) == 0, "uninterrupted run: %s", v3_last_error());
-    CHECK(train(cfg, b, 6, 0) == 0, "first part: %s", v3_last_error());
+    CHECK(train(cfg, a, 8, 0, NULL) == 0, "uninterrupted run: %s", v3_last_error());
+    CHECK(train(cfg, b, 6, 0, NULL) == 0, "first part: %s", v3_last_error());
     FILE *f = fopen(test_path(b, "log.jsonl"), "a"); /* a line a kill cut short (no "step" yet) */
     CHECK(f && fputs("{\"kind\":\"tr", f) >= 0 && fclose(f) == 0, "append to log.jsonl");
-    CHECK(train(cfg, b, 8, 1) == 0, "resumed part: %s", v3_last_error());
+    CHECK(train(cfg, b, 8, 1, NULL) == 0, "resumed part: %s", v3_last_error());
     CHECK(same_run(a, b), "resumed run differs from the uninterrupted one");
+    return test_done(0, dir);
+}
+
+static uint64_t g_nan_from, g_nan_to; /* steps [from, to] get a non-finite loss */
+static int nan_hook(uint64_t step) { return step >= g_nan_from && step <= g_nan_to; }
+
+TEST(train_nan_message_names_log_step_term_and_checkpoint) {
+    char cfg[600], a[700], b[700];
+    char *dir = make_env("nanmsg", 20, NULL, cfg, sizeof cfg);
+    CHECK(dir, "environment");
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    /* a real divergence: step 1 logs a finite loss, its update blows the weights up, step 2 is non-finite */
+    int rc = train(cfg, a, 6, 0, "optimizer_config.lr=1e30");
+    char msg[2048];
+    snprintf(msg, sizeof msg, "%s", v3_last_error());
+    char *log = read_text(test_path(a, "log.jsonl"));
+    CHECK(log, "no log.jsonl");
+    int logged1 = strstr(log, "\"step\":1,") != NULL, logged2 = strstr(log, "\"step\":2,") != NULL;
+    free(log);
+    CHECK(rc == -1 && logged1 && !logged2, "rc %d, log has step 1: %d, step 2: %d", rc, logged1, logged2);
+    CHECK(strstr(msg, "step 2: non-finite loss: recon") && strstr(msg, "no checkpoint in") &&
+          !strstr(msg, "latest.v3ck"), "message: %s", msg);
+    /* a non-finite step after a checkpoint names that checkpoint, with its step */
+    g_nan_from = g_nan_to = 5;
+    train_test_nan_hook = nan_hook;
+    rc = train(cfg, b, 8, 0, NULL);
+    train_test_nan_hook = NULL;
+    snprintf(msg, sizeof msg, "%s", v3_last_error());
+    char want[900];
+    snprintf(want, sizeof want, "last good checkpoint: %s/checkpoints/latest.v3ck (step 3)", b);
+    CHECK(rc == -1 && strstr(msg, "step 5: non-finite loss: recon (total nan") && strstr(msg, want),
+          "rc %d, message: %s", rc, msg);
+    log = read_text(test_path(b, "log.jsonl"));
+    CHECK(log && strstr(log, "\"step\":4,") && !strstr(log, "\"step\":5,"), "log.jsonl:\n%s", log ? log : "");
+    free(log);
     return test_done(0, dir);
 }
