@@ -13,6 +13,8 @@ typedef struct {
     const char *math;       /* "fp32" (default), "tf32", "bf16": cuDNN/cuBLAS math on the CUDA path */
     const char *sets[64];   /* --set key=value overrides */
     int n_sets;
+    int on_nan_rollback;    /* --on-nan rollback: a non-finite step reloads latest.v3ck and skips its batch */
+    int max_rollbacks;      /* --max-rollbacks: rollbacks a run may make in all (the CLI's default is 3) */
 } TrainOpts;
 
 int train_run(const TrainOpts *o);
