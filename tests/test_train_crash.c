@@ -1,13 +1,16 @@
 /* Training that survives its accidents (issue 15): --resume before the first checkpoint, non-finite steps (the
- * error message, --on-nan rollback and its limit), each required to end byte-identical to an uninterrupted
- * run. */
+ * error message, --on-nan rollback and its limit) and SIGKILL at random moments followed by --resume, each
+ * required to end byte-identical to an uninterrupted run. */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <omp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
@@ -306,5 +309,99 @@ TEST(cli_train_on_nan_options) {
     char *log = read_text(test_path(test_path(dir, "r"), "log.jsonl"));
     CHECK(log && strstr(log, "{\"kind\":\"rollback\",\"step\":5,\"term\":\""), "log.jsonl: %s", log ? log : "");
     free(log);
+    return test_done(0, dir);
+}
+
+/* ---- SIGKILL at random moments, then --resume ---- */
+
+static uint64_t lcg(uint64_t *s) {
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return *s >> 33;
+}
+
+static pid_t spawn_train(const char *cfg, const char *out, int steps, int resume) {
+    char steps_s[32];
+    snprintf(steps_s, sizeof steps_s, "%d", steps);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* one OpenMP thread: fast on shared cores, and every process of the comparison uses the same count */
+        setenv("OMP_NUM_THREADS", "1", 1);
+        if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)) _exit(126);
+        const char *argv[] = {"./v3", "train", "--config", cfg, "--out", out, "--steps", steps_s, "--device", "cpu",
+                              "--quiet", resume ? "--resume" : NULL, NULL};
+        execv("./v3", (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* The highest "step" of a train line in log.jsonl so far (0 if none). */
+static long logged_step(const char *run) {
+    char *log = read_text(test_path(run, "log.jsonl"));
+    long best = 0;
+    const char *key = "{\"kind\":\"train\",\"step\":";
+    for (const char *s = log; s && (s = strstr(s, key)); s++) {
+        long v = strtol(s + strlen(key), NULL, 10);
+        if (v > best) best = v;
+    }
+    free(log);
+    return best;
+}
+
+static void sleep_us(long us) {
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+TEST(train_kill9_at_random_moments_resumes_byte_identical) {
+    NEED_V3();
+    enum { STEPS = 23, KILLS = 10 }; /* odd: the run ends between validations, with a mid-period checkpoint */
+    char cfg[600], a[700], b[700];
+    /* one step per epoch: a checkpoint every step, a validation every second one (so checkpoints in between carry
+     * an older validation loss) */
+    char *dir = make_env("kill9", 8, "val_every_n_epochs: 2\n", cfg, sizeof cfg);
+    CHECK(dir, "environment");
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    int st;
+    pid_t pid = spawn_train(cfg, a, STEPS, 0);
+    CHECK(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "uninterrupted run");
+    /* kill k when the log reaches a random step (sorted, spread over the run; the first two before any step,
+     * after a random 0-2 and 0-30 ms; the last near the end), plus a random 0-3 ms so the kill lands anywhere in
+     * the step, its validation or its checkpoint writes */
+    uint64_t seed = 15;
+    long target[KILLS];
+    for (int k = 0; k < KILLS; k++)
+        target[k] = k < 2 ? 0 : k == KILLS - 1 ? STEPS - 1 : 1 + (long)(lcg(&seed) % (STEPS - 1));
+    for (int i = 2; i < KILLS; i++) /* insertion sort */
+        for (int j = i; j > 2 && target[j - 1] > target[j]; j--) {
+            long t = target[j];
+            target[j] = target[j - 1];
+            target[j - 1] = t;
+        }
+    int killed = 0, early = 0;
+    for (int k = 0; k < KILLS; k++) {
+        pid = spawn_train(cfg, b, STEPS, k > 0);
+        CHECK(pid > 0, "fork");
+        int done = 0; /* the child ended before its kill (reaped by the WNOHANG poll) */
+        if (target[k] == 0) sleep_us((long)(lcg(&seed) % (k == 0 ? 2000 : 30000)));
+        else
+            for (int w = 0; w < 20000 && logged_step(b) < target[k] && !(done = waitpid(pid, &st, WNOHANG) == pid);
+                 w++)
+                sleep_us(500);
+        if (!done) {
+            sleep_us((long)(lcg(&seed) % 3000));
+            if (access(test_path(b, "checkpoints/latest.v3ck"), F_OK)) early++;
+            kill(pid, SIGKILL);
+            CHECK(waitpid(pid, &st, 0) == pid, "waitpid");
+        }
+        if (WIFSIGNALED(st)) killed++;
+        else CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "attempt %d exited with status %d", k, st);
+    }
+    pid = spawn_train(cfg, b, STEPS, 1);
+    CHECK(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "final --resume");
+    CHECK(killed >= KILLS / 2, "only %d attempts were killed (the rest finished first)", killed);
+    CHECK(early >= 1, "no kill before the first checkpoint");
+    CHECK(same_run(a, b), "killed and resumed run differs from the uninterrupted one");
     return test_done(0, dir);
 }
