@@ -508,9 +508,7 @@ static int read_loss(GpuModel *g, LossTerms *out) {
     m->last = L;
     m->last_train = g->last_train;
     if (out) *out = L;
-    if (!isfinite(L.total))
-        return v3_error("non-finite loss (total %g: recon %g, commit %g, content %g, style %g, sample %g, "
-                        "fragment %g)", L.total, L.recon, L.commit, L.content, L.style, L.sample, L.fragment);
+    if (!isfinite(L.total)) return loss_nonfinite_error(&L);
     return 0;
 }
 

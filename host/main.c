@@ -21,7 +21,8 @@ static void usage(FILE *f) {
             "usage: v3 <command> [options]\n"
             "commands:\n"
             "  train   --config FILE --out DIR [--steps N] [--resume] [--data DIR] [--device auto|cpu|cuda]\n"
-            "          [--math fp32|tf32|bf16] [--set section.key=value ...] [--quiet]\n"
+            "          [--math fp32|tf32|bf16] [--on-nan stop|rollback] [--max-rollbacks N]\n"
+            "          [--set section.key=value ...] [--quiet]\n"
             "                                                        train V3 (GPU when present; default math fp32)\n"
             "  info    --config FILE [--set ...]                     architecture and parameter counts\n"
             "  data    insnotes|phonenums|synth|export-wav|info ...  make or inspect datasets (v3 data --help)\n"
@@ -45,8 +46,12 @@ static void train_usage(FILE *f) {
             "  --data DIR           dataset directory, overrides the config's data_dir           default: data_dir\n"
             "  --steps N            total steps to train to                     default: epochs x steps per epoch\n"
             "  --resume             continue DIR from checkpoints/latest.v3ck, replaying exactly  default: off\n"
+            "                       (none there yet: start at step 0)\n"
             "  --device D           auto | cpu | cuda (auto: the GPU when one is present)        default: auto\n"
             "  --math M             fp32 | tf32 | bf16 (CUDA path; fp32 is exact)               default: fp32\n"
+            "  --on-nan A           stop | rollback when a step's loss or gradient is non-finite default: stop\n"
+            "                       (rollback: reload checkpoints/latest.v3ck, skip that batch, go on)\n"
+            "  --max-rollbacks N    rollbacks a run may make before it stops with an error       default: 3\n"
             "  --set KEY=VALUE      override any config key, e.g. optimizer_config.lr=5e-4 (repeatable)\n"
             "  --quiet              no progress output (the final metrics line is still printed)\n"
             "  --max-memory SIZE    refuse configs estimated to need more (e.g. 8G)   default: this machine's memory\n"
@@ -65,6 +70,7 @@ static int cmd_train(int argc, char **argv) {
     o.steps = -1;
     o.device = "auto";
     o.math = "fp32";
+    o.max_rollbacks = 3;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int has = i + 1 < argc;
@@ -85,6 +91,17 @@ static int cmd_train(int argc, char **argv) {
         } else if (!strcmp(a, "--max-memory") && has) {
             if (v3_parse_size(argv[++i], &v3_max_memory))
                 return cli_usage_error("train", "--max-memory expects a size such as 512M or 8G, got", argv[i]);
+        } else if (!strcmp(a, "--on-nan") && has) {
+            const char *v = argv[++i];
+            if (strcmp(v, "stop") && strcmp(v, "rollback"))
+                return cli_usage_error("train", "--on-nan expects stop or rollback, got", v);
+            o.on_nan_rollback = !strcmp(v, "rollback");
+        } else if (!strcmp(a, "--max-rollbacks") && has) {
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || n < 0 || n > 1000000)
+                return cli_usage_error("train", "--max-rollbacks expects a non-negative integer, got", argv[i]);
+            o.max_rollbacks = (int)n;
         } else if (!strcmp(a, "--set") && has) {
             if (o.n_sets == 64) return cli_usage_error("train", "too many --set options at", argv[i + 1]);
             o.sets[o.n_sets++] = argv[++i];

@@ -310,10 +310,26 @@ int model_forward_mode(Model *m, const float *x, int B, int bn_train, VqMode vq_
     m->last = L;
     m->last_train = bn_train;
     if (out) *out = L;
-    if (!isfinite(L.total))
-        return v3_error("non-finite loss (total %g: recon %g, commit %g, content %g, style %g, sample %g, "
-                        "fragment %g)", L.total, L.recon, L.commit, L.content, L.style, L.sample, L.fragment);
+    if (!isfinite(L.total)) return loss_nonfinite_error(&L);
     return 0;
+}
+
+const char *loss_nonfinite_terms(const LossTerms *L, char *buf, size_t cap) {
+    const char *names[] = {"recon", "commit", "content", "style", "sample", "fragment"};
+    const double v[] = {L->recon, L->commit, L->content, L->style, L->sample, L->fragment};
+    size_t n = 0;
+    buf[0] = 0;
+    for (int i = 0; i < 6; i++)
+        if (!isfinite(v[i]) && n < cap) n += (size_t)snprintf(buf + n, cap - n, "%s%s", n ? "," : "", names[i]);
+    if (!buf[0] && !isfinite(L->total)) snprintf(buf, cap, "total"); /* finite terms whose weighted sum overflowed */
+    return buf;
+}
+
+int loss_nonfinite_error(const LossTerms *L) {
+    char t[128];
+    return v3_error("non-finite loss: %s (total %g: recon %g, commit %g, content %g, style %g, sample %g, fragment %g)",
+                    loss_nonfinite_terms(L, t, sizeof t), L->total, L->recon, L->commit, L->content, L->style,
+                    L->sample, L->fragment);
 }
 
 int model_forward(Model *m, const float *x, int B, int train, LossTerms *out) {

@@ -27,6 +27,8 @@
 #include "gpu_model.h"
 #include "model.h"
 
+int (*train_test_nan_hook)(uint64_t step) = NULL;
+
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) { g_stop = sig; }
 
@@ -65,6 +67,7 @@ static void truncate_log(const char *path, uint64_t step) {
     if (!o) { fclose(f); return; }
     char line[4096];
     while (fgets(line, sizeof line, f)) {
+        if (!strchr(line, '\n') && feof(f)) break; /* a line cut short by a kill: never a complete record */
         const char *s = strstr(line, "\"step\":");
         if (s && strtoull(s + 7, NULL, 10) > step) continue;
         fputs(line, o);
@@ -87,6 +90,10 @@ typedef struct {
     FILE *log;
     TbWriter *tb;        /* TensorBoard scalars beside log.jsonl (DIR/tb) */
     char dir[1024], ckdir[1100];
+    double resume_val;   /* validation loss recorded in the checkpoint resumed from (NaN: none) */
+    uint64_t *skip;      /* --on-nan rollback: steps whose batches are drawn and discarded (skipped_steps.txt) */
+    char (*skip_term)[64];
+    int n_skip;
 } Run;
 
 /* "atoms":[[n(class 0), n(class 1), ...], ...]: the atom-by-content confusion counts of a validation pass. */
@@ -104,8 +111,9 @@ static void log_atoms(FILE *f, const int *ind, const int32_t *content, int N, in
     free(M);
 }
 
-/* Validation in eval mode over the whole val split; returns mean total loss, fills purity. */
-static int validate(Run *r, double *val_loss, double *purity, LossTerms *mean) {
+/* Validation in eval mode over the whole val split; returns mean total loss, fills purity. On a non-finite loss
+ * it fails with the term(s) in bad. */
+static int validate(Run *r, double *val_loss, double *purity, LossTerms *mean, char *bad, size_t cap) {
     DataSource *v = &r->val;
     int nb = (int)((v->n_samples + r->B - 1) / r->B), frags = r->m->cfg.n_fragments;
     int *all_ind = xmalloc(sizeof(int) * v->n_samples * frags);
@@ -117,8 +125,10 @@ static int validate(Run *r, double *val_loss, double *purity, LossTerms *mean) {
         if (n > r->B) n = r->B;
         if (n < 2) break; /* sample-level statistics need two samples */
         LossTerms L;
+        memset(&L, 0, sizeof L);
         int rc = loader_eval_batch(v, r->seed, (uint64_t)start, n, r->xb, all_content + (size_t)start * frags, NULL);
         if (!rc) rc = r->gm ? gpu_model_forward(r->gm, r->xb, n, 0, &L) : model_forward(r->m, r->xb, n, 0, &L);
+        if (rc && !isfinite(L.total)) loss_nonfinite_terms(&L, bad, cap);
         if (rc) { free(all_ind); free(all_content); return -1; }
         memcpy(all_ind + (size_t)start * frags, r->gm ? gpu_model_indices(r->gm) : r->m->ind, sizeof(int) * n * frags);
         tot += L.total * n;
@@ -283,6 +293,121 @@ static void teardown(Run *r) {
     datasource_close(&r->train);
     datasource_close(&r->val);
     ffree(r->xb);
+    free(r->skip);
+    free(r->skip_term);
+}
+
+/* --on-nan rollback's skip list, checkpoints/skipped_steps.txt: one "STEP TERM" line per rollback (STEP numbered
+ * as in log.jsonl), kept beside the checkpoints so that --resume replays the same skips. */
+static void skip_path(const Run *r, char *p, size_t cap) { snprintf(p, cap, "%s/skipped_steps.txt", r->ckdir); }
+
+static void skip_push(Run *r, uint64_t step, const char *term) {
+    r->skip = xrealloc(r->skip, sizeof *r->skip * (size_t)(r->n_skip + 1));
+    r->skip_term = xrealloc(r->skip_term, sizeof *r->skip_term * (size_t)(r->n_skip + 1));
+    r->skip[r->n_skip] = step;
+    snprintf(r->skip_term[r->n_skip++], sizeof *r->skip_term, "%s", term);
+}
+
+static int load_skips(Run *r) {
+    char p[1300], term[64];
+    skip_path(r, p, sizeof p);
+    FILE *f = fopen(p, "r");
+    if (!f) return 0; /* no rollbacks yet */
+    unsigned long long st;
+    int n;
+    while ((n = fscanf(f, "%llu %63s", &st, term)) == 2) skip_push(r, st, term);
+    int bad = n != EOF;
+    fclose(f);
+    return bad ? v3_error("%s: expected lines \"STEP TERM\"", p) : 0;
+}
+
+static int write_skips(FILE *f, void *ctx) {
+    const Run *r = ctx;
+    for (int i = 0; i < r->n_skip; i++)
+        if (fprintf(f, "%llu %s\n", (unsigned long long)r->skip[i], r->skip_term[i]) < 0) return -1;
+    return 0;
+}
+
+/* The non-finite term(s) that made the run skip `step`'s batch, or NULL. */
+static const char *skip_term(const Run *r, uint64_t step) {
+    for (int i = 0; i < r->n_skip; i++)
+        if (r->skip[i] == step) return r->skip_term[i];
+    return NULL;
+}
+
+/* "last good checkpoint: PATH (step K)", or that there is none: the state a --resume would continue from. */
+static void describe_latest(const Run *r, char *buf, size_t cap) {
+    char p[1300];
+    CkptMeta meta;
+    snprintf(p, sizeof p, "%s/latest.v3ck", r->ckdir);
+    if (access(p, F_OK) == 0 && checkpoint_peek(p, &meta) == 0)
+        snprintf(buf, cap, "last good checkpoint: %s (step %llu)", p, (unsigned long long)meta.step);
+    else
+        snprintf(buf, cap, "no checkpoint in %s yet", r->ckdir);
+}
+
+/* --on-nan rollback after step n failed with non-finite `term`: record the skip (first, so a kill from here on
+ * still resumes into the same skip), reload latest.v3ck, cut log.jsonl back to it and restart the loader there.
+ * The replay logs the skipped step as {"kind":"rollback",...} when it reaches it. */
+static int rollback(Run *r, const TrainOpts *o, uint64_t n, const char *term, uint64_t total, uint64_t *step,
+                    double *last_val) {
+    char why[1024], ck[1500], p[1300], logp[1100];
+    snprintf(why, sizeof why, "%s", v3_last_error());
+    snprintf(p, sizeof p, "%s/latest.v3ck", r->ckdir);
+    describe_latest(r, ck, sizeof ck);
+    if (access(p, F_OK) != 0)
+        return v3_error("step %llu: %s; --on-nan rollback: no checkpoint in %s to roll back to",
+                        (unsigned long long)n, why, r->ckdir);
+    if (r->n_skip >= o->max_rollbacks)
+        return v3_error("step %llu: %s; stopping: the run has rolled back %d time(s), the limit (--max-rollbacks %d); "
+                        "%s", (unsigned long long)n, why, r->n_skip, o->max_rollbacks, ck);
+    skip_push(r, n, term);
+    skip_path(r, p, sizeof p);
+    if (write_file_atomic(p, write_skips, r)) return -1;
+    loader_free(r->ld);
+    r->ld = NULL;
+    CkptMeta meta;
+    snprintf(p, sizeof p, "%s/latest.v3ck", r->ckdir);
+    if (checkpoint_load(p, r->m, &meta) || (r->gm && gpu_model_upload(r->gm))) return -1;
+    snprintf(logp, sizeof logp, "%s/log.jsonl", r->dir);
+    fclose(r->log);
+    truncate_log(logp, meta.step);
+    if (!(r->log = fopen(logp, "a"))) return v3_error("%s: cannot open log: %s", logp, strerror(errno));
+    progress_break();
+    v3_log("v3: step %llu: non-finite %s; rolled back to %s (step %llu); its batch will be skipped (rollback %d of "
+           "at most %d)\n", (unsigned long long)n, term, p, (unsigned long long)meta.step, r->n_skip, o->max_rollbacks);
+    *step = meta.step;
+    *last_val = meta.val_loss;
+    LoaderOpts lo = {&r->train, r->B, r->spe, r->seed, r->use_cuda};
+    if (!(r->ld = loader_create(&lo)) || loader_start(r->ld, *step, total)) return -1;
+    return 0;
+}
+
+/* Step n failed; term names what was non-finite when that is why (its loss, its gradient, or the validation
+ * after it). --on-nan rollback rolls back (0: go on from *step); otherwise the error names the step as log.jsonl
+ * numbers it and the checkpoint a --resume would continue from (-1). */
+static int step_failed(Run *r, const TrainOpts *o, uint64_t n, const char *term, uint64_t total, uint64_t *step,
+                       double *last_val) {
+    if (term[0] && o->on_nan_rollback) return rollback(r, o, n, term, total, step, last_val);
+    char why[1024], ck[1500];
+    snprintf(why, sizeof why, "%s", v3_last_error());
+    describe_latest(r, ck, sizeof ck);
+    return v3_error("step %llu: %s; stopping; %s", (unsigned long long)n, why, ck);
+}
+
+/* Test hook (train_test_nan_hook): a non-finite loss at step n, before any update. */
+static int test_nan(LossTerms *L, uint64_t n) {
+    if (!train_test_nan_hook || !train_test_nan_hook(n)) return 0;
+    L->recon = L->total = NAN;
+    return loss_nonfinite_error(L);
+}
+
+/* A non-finite gradient with a finite loss would poison the weights and surface one step late, so the rollback
+ * would skip the wrong batch: check it before the update (CPU path; the device step does not expose it). */
+static int grads_finite(const Model *m) {
+    for (size_t i = 0; i < m->n_trainable; i++)
+        if (!isfinite(m->g[i])) return 0;
+    return 1;
 }
 
 static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
@@ -291,27 +416,46 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
     if (total > (uint64_t)V3_MAX_STEPS)
         return v3_error("%s: epochs %d x %llu steps per epoch = %llu steps, over the limit of %lld (V3_MAX_STEPS)",
                         c->path, c->epochs, (unsigned long long)r->spe, (unsigned long long)total, V3_MAX_STEPS);
-    double t0 = now_seconds(), last_val = NAN, last_purity = NAN;
+    double t0 = now_seconds(), last_val = r->resume_val, last_purity = NAN;
     uint64_t step0 = step;
     LoaderOpts lo = {&r->train, r->B, r->spe, r->seed, r->use_cuda};
     if (step < total && (!(r->ld = loader_create(&lo)) || loader_start(r->ld, step, total))) return -1;
     while (step < total && !g_stop) {
         int epoch = (int)(step / r->spe);
         const Batch *bt = loader_next(r->ld);
-        if (!bt) return v3_error("step %llu: %s", (unsigned long long)step, v3_last_error());
+        if (!bt) return v3_error("step %llu: %s", (unsigned long long)step + 1, v3_last_error());
+        const char *skipped = skip_term(r, step + 1);
+        if (skipped) { /* rolled back from: the batch is drawn and dropped, so later steps keep their batches */
+            fprintf(r->log, "{\"kind\":\"rollback\",\"step\":%llu,\"term\":\"%s\"}\n", (unsigned long long)step + 1,
+                    skipped);
+            fflush(r->log);
+            step++;
+            goto epoch_end;
+        }
         int B = bt->B;
         double lr = c->lr * config_lr_factor(c, epoch);
         LossTerms L;
+        memset(&L, 0, sizeof L);
+        char term[128] = ""; /* what was non-finite, when that is why the step failed */
         int rc;
         if (r->gm) {
             rc = gpu_model_train_step_dev(r->gm, bt->x_dev, B, (float)lr, &L);
-        } else if ((rc = model_forward(r->m, bt->x, B, 1, &L)) == 0) {
+        } else if ((rc = model_forward(r->m, bt->x, B, 1, &L)) == 0 && (rc = test_nan(&L, step + 1)) == 0) {
             model_backward(r->m);
-            model_adamw(r->m, (float)lr);
+            if (grads_finite(r->m)) {
+                model_adamw(r->m, (float)lr);
+            } else {
+                rc = v3_error("non-finite gradient (loss %g)", L.total);
+                snprintf(term, sizeof term, "gradient");
+            }
         }
-        if (rc)
-            return v3_error("step %llu: %s; stopping (last good checkpoint kept in %s)", (unsigned long long)step,
-                            v3_last_error(), r->ckdir);
+        if (rc && !term[0] && !isfinite(L.total)) loss_nonfinite_terms(&L, term, sizeof term);
+        if (rc) {
+            if (step_failed(r, o, step + 1, term, total, &step, &last_val)) return -1;
+            step0 = step; /* rolled back (the speed and ETA count from here) */
+            t0 = now_seconds();
+            continue;
+        }
         step++;
         if (step % (uint64_t)c->log_every_n_steps == 0 || step == total) {
             fprintf(r->log, "{\"kind\":\"train\",\"step\":%llu,\"epoch\":%d,\"lr\":%.9e,", (unsigned long long)step,
@@ -329,12 +473,23 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
                             (unsigned long long)total, epoch, L.total, rate * B * c->n_fragments, (total - step) / rate,
                             L.recon, L.content, L.style, L.sample, L.fragment, L.commit);
         }
+    epoch_end:
         if (step % r->spe == 0) { /* epoch end: validate, checkpoint */
             if ((epoch + 1) % c->val_every_n_epochs == 0) {
                 double purity;
                 LossTerms V;
                 fprintf(r->log, "{\"kind\":\"val\",\"step\":%llu,\"epoch\":%d", (unsigned long long)step, epoch);
-                if (validate(r, &last_val, &purity, &V)) return -1;
+                char bad[128] = "";
+                if (validate(r, &last_val, &purity, &V, bad, sizeof bad)) { /* the weights of this step are bad */
+                    char why[1024], vt[140] = "";
+                    snprintf(why, sizeof why, "%s", v3_last_error());
+                    v3_error("validation: %s", why);
+                    if (bad[0]) snprintf(vt, sizeof vt, "val:%s", bad);
+                    if (step_failed(r, o, step, vt, total, &step, &last_val)) return -1;
+                    step0 = step;
+                    t0 = now_seconds();
+                    continue;
+                }
                 last_purity = purity;
                 fputc(',', r->log);
                 log_terms(r->log, &V);
@@ -374,7 +529,7 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
     }
     v3_log("v3: done at step %llu; checkpoints in %s, log in %s/log.jsonl\n", (unsigned long long)step, r->ckdir,
            r->dir);
-    if (!isnan(last_val) && v3_verbose >= 0) /* last validation metrics on stdout (also with --quiet) */
+    if (!isnan(last_purity) && v3_verbose >= 0) /* this process's last validation on stdout (also with --quiet) */
         printf("final validation (epoch %d): loss %.5f  codebook purity %.4f\n", (int)(step / r->spe) - 1, last_val,
                last_purity);
     return 0;
@@ -385,12 +540,22 @@ int train_run(const TrainOpts *o) {
     memset(&r, 0, sizeof r);
     Config c;
     g_stop = 0;
+    r.resume_val = NAN;
+    int had_dir = access(o->out_dir, F_OK) == 0; /* (setup creates it) */
     if (setup(&r, o, &c)) { teardown(&r); return -1; }
     uint64_t step = 0;
-    char latest[1300], logp[1100];
+    char latest[1300], logp[1100], skipp[1300];
     snprintf(latest, sizeof latest, "%s/latest.v3ck", r.ckdir);
     snprintf(logp, sizeof logp, "%s/log.jsonl", r.dir);
-    if (o->resume) {
+    skip_path(&r, skipp, sizeof skipp);
+    int resume = o->resume;
+    if (resume && access(latest, F_OK) != 0 && errno == ENOENT) {
+        /* killed before its first checkpoint: the run restarts, and its log with it */
+        if (had_dir) v3_log("v3: --resume: no checkpoint in %s yet; starting at step 0\n", r.ckdir);
+        else v3_log("v3: --resume: %s does not exist; starting a new run there at step 0\n", r.dir);
+        resume = 0;
+    }
+    if (resume) {
         CkptMeta meta;
         if (checkpoint_load(latest, r.m, &meta)) { teardown(&r); return -1; }
         if (meta.seed != r.seed) {
@@ -399,13 +564,17 @@ int train_run(const TrainOpts *o) {
                             (unsigned long long)meta.seed, (unsigned long long)r.seed);
         }
         step = meta.step;
+        r.resume_val = meta.val_loss;
+        if (load_skips(&r)) { teardown(&r); return -1; }
         truncate_log(logp, step);
         v3_log("v3: resumed from %s at step %llu\n", latest, (unsigned long long)step);
     } else if (access(latest, F_OK) == 0) {
         teardown(&r);
         return v3_error("%s: a run already exists here; pass --resume to continue it or choose another --out", latest);
+    } else {
+        unlink(skipp); /* rollbacks of a run that is not continued (usually there is none) */
     }
-    if (r.use_cuda && o->resume) {
+    if (r.use_cuda && resume) {
         char ap[1300];
         snprintf(ap, sizeof ap, "%s/conv_algos.txt", r.ckdir);
         if (access(ap, F_OK) == 0 && cuda_conv_algos_load(ap)) { teardown(&r); return -1; }
@@ -414,7 +583,7 @@ int train_run(const TrainOpts *o) {
         teardown(&r);
         return -1;
     }
-    r.log = fopen(logp, o->resume ? "a" : "w");
+    r.log = fopen(logp, resume ? "a" : "w");
     if (!r.log) { teardown(&r); return v3_error("%s: cannot open log: %s", logp, strerror(errno)); }
     char tbdir[1100];
     snprintf(tbdir, sizeof tbdir, "%s/tb", r.dir);

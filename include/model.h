@@ -98,6 +98,11 @@ void model_print_info(const Model *m, FILE *f);
 int model_forward(Model *m, const float *x, int B, int train, LossTerms *out);
 /* Variant for tests: VQ in a given mode (e.g. VQ_FROZEN keeps BN in train mode but leaves the codebook). */
 int model_forward_mode(Model *m, const float *x, int B, int bn_train, VqMode vq_mode, LossTerms *out);
+/* The names of L's non-finite terms into buf, comma-separated ("recon,content"), or "total" when only the weighted
+ * sum is non-finite; "" when L.total is finite. Returns buf. */
+const char *loss_nonfinite_terms(const LossTerms *L, char *buf, size_t cap);
+/* v3_error naming the non-finite term(s) and listing all terms; returns -1. */
+int loss_nonfinite_error(const LossTerms *L);
 /* Evaluation pieces (BN running statistics, codebook frozen, no loss; N fragments, any count):
  * model_encode fills m->zc, m->q (nearest codeword), m->zs [N, d] and m->ind [N];
  * model_decode decodes content inputs q [N, dc] with styles zs [N, ds] into xhat [N, C, H, W].
