@@ -663,10 +663,23 @@ void config_print(const Config *c, FILE *f) {
  * config.yaml, which `v3 eval` and `v3 transfer` rebuild the model from). Sections nest by the dotted key names;
  * strings are double-quoted with escapes; numbers use %.17g so they round-trip exactly. */
 static void yaml_string(FILE *f, const char *s) {
+    const unsigned char *u = (const unsigned char *)s;
     fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') fputc('\\', f);
-        fputc(*s, f);
+    /* Escaped besides '"' and '\\', as YAML would otherwise fold line breaks into spaces or refuse the file: C0
+     * controls (tab, newline, ...), DEL, C1 controls (U+0080-U+009F, NEL among them), U+2028/U+2029, U+FFFE/U+FFFF. */
+    for (; *u; u++) {
+        if (*u == '"' || *u == '\\') fprintf(f, "\\%c", *u);
+        else if (*u < 0x20 || *u == 0x7f) fprintf(f, "\\x%02x", *u);
+        else if (u[0] == 0xc2 && u[1] >= 0x80 && u[1] <= 0x9f) fprintf(f, "\\x%02x", *++u);
+        else if (u[0] == 0xe2 && u[1] == 0x80 && (u[2] == 0xa8 || u[2] == 0xa9)) {
+            fprintf(f, "\\u20%02x", u[2] - 0x80);
+            u += 2;
+        } else if (u[0] == 0xef && u[1] == 0xbf && u[2] >= 0xbe) {
+            fprintf(f, "\\uff%02x", u[2] - 0xbf + 0xff);
+            u += 2;
+        } else {
+            fputc(*u, f);
+        }
     }
     fputc('"', f);
 }

@@ -60,6 +60,32 @@ static inline uint8_t *fz_fix_crcs(const uint8_t *d, size_t n, size_t hcrc, size
     return c;
 }
 
+/* config_save then config_load must give back the same configuration (compared as config_print tables: a byte
+ * comparison would trip over stale bytes after a string's NUL when --set gave a key twice). */
+static inline void fz_config_round_trip(const char *who, const Config *c) {
+    const char *saved = fz_path("saved.yaml");
+    Config back;
+    config_defaults(&back);
+    if (config_save(c, saved) || config_load(saved, &back)) {
+        fprintf(stderr, "%s: config_save wrote a file config_load rejects: %s\n", who, v3_last_error());
+        abort();
+    }
+    memcpy(back.path, c->path, sizeof c->path);
+    char *t[2];
+    size_t n[2];
+    for (int i = 0; i < 2; i++) {
+        FILE *f = open_memstream(&t[i], &n[i]);
+        config_print(i ? &back : c, f);
+        fclose(f);
+    }
+    if (strcmp(t[0], t[1])) {
+        fprintf(stderr, "%s: the config reloaded from config_save's file differs:\n%s---\n%s", who, t[0], t[1]);
+        abort();
+    }
+    free(t[0]);
+    free(t[1]);
+}
+
 /* The model of configs/tiny.yaml at 8 channels, 4 atoms of width 4, 2 fragments, built once: the corpus's
  * checkpoint and state_dict are of this model (tests/fuzz/make_corpus.py trains it with the same overrides). */
 static inline Model *fz_model(void) {
