@@ -16,8 +16,9 @@ MODEL_SETS = ["model_config.arch=tiny", "model_config.n_channels=8", "model_conf
               "model_config.threshold_ema_dead_code=0", "model_config.vq_ema_decay=0.98"]
 
 
-def v3(*args):
-    subprocess.run(["./v3", *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def v3(*args, cwd=None):
+    subprocess.run([os.path.abspath("v3"), *args], check=True, cwd=cwd, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
 
 
 def put(name, fname, data):
@@ -90,11 +91,14 @@ def main():
         put("config", "list.yaml", "- 1\n- [2, 3]\n")
         put("config", "bad_syntax.yaml", "name: x\n\tbatch_size: 3\nmodel_config: {arch: [\n")
         put("config", "empty_sections.yaml", "loss_config:\nmodel_config: ~\nsupersample: yes\n")
+        # once lost on config_save + config_load: a folded line break, escapes for control characters
+        put("config", "multiline_string.yaml", 'name: "two\n\n  lines \\x01\\t\\u2028"\ndata_dir: "a\n  b"\n')
         put("config_set", "model.txt", "\n".join(MODEL_SETS) + "\n")
         put("config_set", "one.txt", "optimizer_config.lr=5e-4")
         put("config_set", "strings.txt", "name=\"quoted\"\ndevice='cpu'\ndata_dir=/tmp/x\nrandom_seed=\n")
         put("config_set", "kinds.txt", "loss_config.supersample_content=yes\nepochs=1_000\nrandom_seed=None\n"
             "optimizer_config.scheduler=cosine_annealing\noptimizer_config.lr_anneal_epochs=10")
+        put("config_set", "not_utf8.txt", b"name=caf\xc3\xa9\ndata_dir=/data/caf\xe9\ndevice=\x01\x7f\xc2\x85")
         put("config_set", "bad.txt", "model_config=3\n=1\nbatch_size=0\nloss_config.weights.recon_loss=nan\nx.y=1")
 
         # ---- the fuzz model: checkpoint and state_dict from a 3-step run on synthetic data
@@ -111,7 +115,7 @@ def main():
         other[40:44] = struct.pack("<I", 8)  # n_atoms 8: another model
         put("checkpoint", "other_model_header.v3ck", fix_crcs(other, 120, 116, 128))
         put("checkpoint", "version2.v3ck", fix_crcs(ck[:8] + struct.pack("<I", 2) + ck[12:128], 120, 116, 128))
-        v3("export", "--run", f"{w}/run", "--out", f"{w}/w.safetensors")
+        v3("export", "--run", "run", "--out", "w.safetensors", cwd=w)  # relative: the same metadata every time
         put("safetensors", "tiny8.safetensors", read(f"{w}/w.safetensors"))
 
         def st(header, data):
