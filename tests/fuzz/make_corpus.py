@@ -186,6 +186,8 @@ def main():
         put("png", "rgb16_4x4.png", png(4, 4, depth=16))
         put("png", "palette_4x4.png", png(4, 4, ctype=3))
         put("png", "rgba_4x4.png", png(4, 4, ctype=6))
+        # once made libpng allocate and zero 1.8 GB: a tEXt chunk claiming 0x6d290005 bytes
+        put("png", "forged_text_length.png", png(8, 8, extra=struct.pack(">I", 0x6D290005) + b"tEXtab\0cd\1\2\3\4"))
         put("png", "text_chunk.png", png(8, 8, extra=struct.pack(">I", 5) + b"tEXtab\0cd" + struct.pack(">I", zlib.crc32(b"tEXtab\0cd"))))
 
         # ---- InsNotes index (needs FluidSynth and a soundfont)
