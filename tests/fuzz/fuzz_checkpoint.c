@@ -1,5 +1,4 @@
-/* Feeds a .v3ck checkpoint to checkpoint_peek and checkpoint_load (host/checkpoint.c) into the fuzz model,
- * as given and again with its header and payload CRCs made right. */
+/* Feeds a .v3ck file to checkpoint_peek/checkpoint_load (host/checkpoint.c), as given and with its CRCs made right. */
 #include "fuzz_util.h"
 
 #include "checkpoint.h"

@@ -1,5 +1,4 @@
-/* Feeds a YAML config file to config_load (host/config.c), then config_validate, the lr schedule, and
- * config_save, whose file must load back to the same configuration. */
+/* Feeds a YAML config to config_load (host/config.c) and config_validate; config_save's file must load back equal. */
 #include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

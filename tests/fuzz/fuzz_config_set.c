@@ -1,5 +1,4 @@
-/* Feeds `--set section.key=value` overrides (one per input line) to config_set (host/config.c), then
- * config_validate; the result must survive config_save and config_load (a run's config.yaml) unchanged. */
+/* Feeds --set KEY=VALUE lines to config_set (host/config.c); config_save's file must load back equal. */
 #include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -1,5 +1,4 @@
-/* Feeds an InsNotes note bank (bank.v3nb) to insnotes_bank_load (datasets/insnotes_bank.c), as given and with
- * its header and payload CRCs made right. */
+/* Feeds a bank.v3nb to insnotes_bank_load (datasets/insnotes_bank.c), as given and with its CRCs made right. */
 #include "fuzz_util.h"
 
 #include "insnotes.h"

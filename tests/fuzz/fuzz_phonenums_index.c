@@ -1,11 +1,10 @@
-/* Feeds a PhoneNums index.tsv to phonenums_open (datasets/phonenums_source.c) for splits test, train and 5_shot,
- * and reads a batch; the pages it names are served blank by the png_read_rgb stub below (fuzz_png covers PNG). */
+/* Feeds a PhoneNums index.tsv to phonenums_open (datasets/phonenums_source.c), with stub blank pages. */
 #include "fuzz_util.h"
 
 #include "datasource.h"
 #include "phonenums.h"
 
-/* Linked with -Wl,--wrap=png_read_rgb (Makefile): every page exists and is a blank page of the asked size. */
+/* Linked with -Wl,--wrap=png_read_rgb (Makefile; fuzz_png fuzzes the real one): every page is blank. */
 int __wrap_png_read_rgb(const char *path, int ew, int eh, uint8_t **pix, int *w, int *h) {
     *pix = xcalloc((size_t)ew * eh * 3, 1);
     *w = ew, *h = eh;

@@ -1,5 +1,4 @@
-/* Feeds a PhoneNums page (PNG) to png_read_rgb (datasets/png_io.c, libpng) at the page size and at any size,
- * as given and with every chunk's CRC made right (so mutated headers get past libpng's CRC check). */
+/* Feeds a PhoneNums page to png_read_rgb (datasets/png_io.c), as given and with its chunk CRCs made right. */
 #include "fuzz_util.h"
 
 #include <zlib.h>

@@ -1,5 +1,4 @@
-/* Feeds a .safetensors file to st_read (host/safetensors.c), then weights_import (host/weights_io.c) into the
- * fuzz model, which converts every expected tensor with st_get_f32. */
+/* Feeds a .safetensors file to st_read (host/safetensors.c), then weights_import into the fuzz model. */
 #include "fuzz_util.h"
 
 #include "safetensors.h"

@@ -1,5 +1,4 @@
-/* Feeds a .v3ds dataset file to dataset_load (datasets/v3ds.c), as given and with its CRCs made right, then
- * gathers the last sample. */
+/* Feeds a .v3ds file to dataset_load (datasets/v3ds.c), as given and with its CRCs made right. */
 #include "fuzz_util.h"
 
 #include "dataset.h"
