@@ -189,4 +189,60 @@ print-config:
 	@echo "CFLAGS=$(CFLAGS)"
 	@echo "LDLIBS=$(LDLIBS)"
 
-.PHONY: all banner test test-run test-gpu demo demo-run asan bench clean print-config
+.PHONY: all banner test test-run test-gpu demo demo-run asan bench clean print-config fuzz fuzz-run
+
+# ---- fuzzing (issue 15): `make fuzz [FUZZ_SECONDS=N]` --------------------------------------------------------
+# Builds the libFuzzer harnesses tests/fuzz/fuzz_<name>.c (one per parser: config files and --set, checkpoints,
+# safetensors, .v3ds, InsNotes bank and index, PhoneNums index and pages) with ASan + UBSan into build/fuzz/, then
+# runs each for FUZZ_SECONDS seconds, one at a time, on a copy of its seed corpus tests/fuzz/corpus/<name>/ (the
+# committed corpus is never written). Crash inputs go to build/fuzz/artifacts/, logs to build/fuzz/<name>.log;
+# any crash, leak or UBSan report fails the target. Needs, besides the build dependencies above, the Debian
+# packages clang and libclang-rt-dev, which tools/setup.sh --clang installs (libFuzzer and the sanitizer runtimes). CPU-only (kernels/cuda_stub.c);
+# OpenMP is left out (clang's needs libomp-dev), so the parallel loops run on one thread.
+CLANG        ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_DIR     := build/fuzz
+FUZZ_NAMES   := $(sort $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c)))
+FUZZ_LIB_C   := $(filter-out kernels/cuda_stub.c,$(LIB_C)) kernels/cuda_stub.c
+FUZZ_CFLAGS  := $(filter-out -fopenmp -DV3_HAVE_CUDA=1 -I$(CUDA_HOME)/include,$(CFLAGS)) -Wno-source-uses-openmp \
+                -fno-sanitize-recover=all
+FUZZ_LDLIBS  := $(filter-out -fopenmp -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++,$(LDLIBS)) -lz -ldl
+FUZZ_LIB     := $(FUZZ_DIR)/libv3.a
+# The index harnesses stub the loaders that other harnesses fuzz (pages, note bank); see their sources.
+FUZZ_LDFLAGS_phonenums_index := -Wl,--wrap=png_read_rgb
+FUZZ_LDFLAGS_insnotes_index  := -Wl,--wrap=insnotes_bank_load
+
+$(FUZZ_DIR)/obj/%.o: %.c $(wildcard include/*.h)
+	@mkdir -p $(dir $@)
+	$(SAY) CLANG $<
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+
+$(FUZZ_LIB): $(patsubst %.c,$(FUZZ_DIR)/obj/%.o,$(FUZZ_LIB_C))
+	@rm -f $@
+	$(SAY) AR $@
+	$(Q)ar rcs $@ $^
+
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(FUZZ_LIB)
+	$(SAY) LINK $@
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined $< $(FUZZ_LIB) -o $@ $(FUZZ_LDFLAGS_$*) $(FUZZ_LDLIBS)
+
+fuzz:
+	@tools/setup.sh --clang
+	@$(MAKE) --no-print-directory fuzz-run
+fuzz-run: $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_NAMES))
+	@rm -rf $(FUZZ_DIR)/corpus-run $(FUZZ_DIR)/artifacts; mkdir -p $(FUZZ_DIR)/artifacts; total=0; failed=""; \
+	for n in $(FUZZ_NAMES); do \
+	  mkdir -p $(FUZZ_DIR)/corpus-run/$$n; cp -R tests/fuzz/corpus/$$n/. $(FUZZ_DIR)/corpus-run/$$n/; \
+	  dict=""; [ -f tests/fuzz/$$n.dict ] && dict="-dict=tests/fuzz/$$n.dict"; \
+	  $(FUZZ_DIR)/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -timeout=30 -artifact_prefix=$(FUZZ_DIR)/artifacts/$$n- \
+	    $$dict $(FUZZ_DIR)/corpus-run/$$n > $(FUZZ_DIR)/$$n.log 2>&1; rc=$$?; \
+	  runs=$$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' $(FUZZ_DIR)/$$n.log | tail -n 1); \
+	  if [ $$rc -eq 0 ] && [ -n "$$runs" ]; then \
+	    printf 'fuzz %-18s %10s executions in %s s: ok\n' $$n $$runs $(FUZZ_SECONDS); total=$$((total + runs)); \
+	  else \
+	    printf 'fuzz %-18s FAILED (exit %s), see %s/%s.log and %s/artifacts/:\n' $$n $$rc $(FUZZ_DIR) $$n $(FUZZ_DIR); \
+	    grep -m 3 -E 'ERROR|SUMMARY|runtime error' $(FUZZ_DIR)/$$n.log; failed="$$failed $$n"; \
+	  fi; \
+	done; \
+	echo "fuzz total: $$total executions ($(words $(FUZZ_NAMES)) fuzzers x $(FUZZ_SECONDS) s)"; \
+	if [ -n "$$failed" ]; then echo "fuzz: FAILED:$$failed"; exit 1; fi

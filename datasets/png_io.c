@@ -56,6 +56,9 @@ int png_read_rgb(const char *path, int expect_w, int expect_h, uint8_t **pix, in
         fclose(f);
         return v3_error("%s: libpng initialisation failed", path);
     }
+    /* Skip every ancillary chunk (text, ICC profile, ...: nothing a page needs) unread: libpng buffers a text
+     * chunk whole, so a forged length made it allocate and zero up to 2 GB before finding the file short. */
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, -1);
     uint8_t *volatile buf = NULL;
     png_bytep *volatile rows = NULL;
     if (setjmp(ctx.jb)) {

@@ -416,6 +416,24 @@ int config_load(const char *path, Config *c) {
 
 /* ---- --set overrides ---- */
 
+/* Well-formed UTF-8 (no overlong forms, surrogates or code points above U+10FFFF): all a YAML file, and so the
+ * run's config.yaml that config_save writes, can hold. A file's strings are checked by libyaml itself. */
+static int utf8_ok(const char *s) {
+    for (const unsigned char *u = (const unsigned char *)s; *u;) {
+        unsigned c = *u, n = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : 4;
+        if (n == 4) return 0;
+        unsigned cp = n ? c & (0x3f >> n) : c;
+        for (unsigned k = 1; k <= n; k++) {
+            if ((u[k] & 0xc0) != 0x80) return 0;
+            cp = cp << 6 | (u[k] & 0x3f);
+        }
+        static const unsigned min_cp[4] = {0, 0x80, 0x800, 0x10000};
+        if (cp < min_cp[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+        u += n + 1;
+    }
+    return 1;
+}
+
 int config_set(Config *c, const char *assignment) {
     const char *eq = strchr(assignment, '=');
     char key[256];
@@ -436,6 +454,8 @@ int config_set(Config *c, const char *assignment) {
         unq[n - 2] = 0;
         val = unq;
     }
+    if (d->kind == K_STR && !utf8_ok(val))
+        return v3_error("--set: key '%s': expected UTF-8 text (what a YAML config holds), got other bytes", key);
     Config tmp = *c;
     if (apply_scalar(&tmp, d, "--set", "--set", val, 0)) return -1;
     *c = tmp;
@@ -681,10 +701,23 @@ void config_print(const Config *c, FILE *f) {
  * config.yaml, which `v3 eval` and `v3 transfer` rebuild the model from). Sections nest by the dotted key names;
  * strings are double-quoted with escapes; numbers use %.17g so they round-trip exactly. */
 static void yaml_string(FILE *f, const char *s) {
+    const unsigned char *u = (const unsigned char *)s;
     fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') fputc('\\', f);
-        fputc(*s, f);
+    /* Escaped besides '"' and '\\', as YAML would otherwise fold line breaks into spaces or refuse the file: C0
+     * controls (tab, newline, ...), DEL, C1 controls (U+0080-U+009F, NEL among them), U+2028/U+2029, U+FFFE/U+FFFF. */
+    for (; *u; u++) {
+        if (*u == '"' || *u == '\\') fprintf(f, "\\%c", *u);
+        else if (*u < 0x20 || *u == 0x7f) fprintf(f, "\\x%02x", *u);
+        else if (u[0] == 0xc2 && u[1] >= 0x80 && u[1] <= 0x9f) fprintf(f, "\\x%02x", *++u);
+        else if (u[0] == 0xe2 && u[1] == 0x80 && (u[2] == 0xa8 || u[2] == 0xa9)) {
+            fprintf(f, "\\u20%02x", u[2] - 0x80);
+            u += 2;
+        } else if (u[0] == 0xef && u[1] == 0xbf && u[2] >= 0xbe) {
+            fprintf(f, "\\uff%02x", u[2] - 0xbf + 0xff);
+            u += 2;
+        } else {
+            fputc(*u, f);
+        }
     }
     fputc('"', f);
 }

@@ -254,6 +254,21 @@ TEST(config_set_errors) {
     return 0;
 }
 
+/* Found by tests/fuzz/fuzz_config_set.c: a string that is not UTF-8 was accepted, and config_save then wrote a
+ * run's config.yaml that config_load (libyaml) refuses. */
+TEST(config_set_rejects_non_utf8_strings) {
+    static const char *bad[] = {"data_dir=/data/caf\xe9", "name=\xc3", "name=\xc0\xaf", "name=\xed\xa0\x80",
+                                "name=\xf4\x90\x80\x80", "name=\xff", "name=\x80"};
+    Config c;
+    config_defaults(&c);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECK(config_set(&c, bad[i]) == -1 && has("UTF-8"), "value %zu accepted: %s", i, v3_last_error());
+    CHECK(!strcmp(c.name, "v3") && !c.data_dir[0], "a rejected --set changed the config");
+    CHECK(config_set(&c, "data_dir=/data/caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf") == 0,
+          "UTF-8 refused: %s", v3_last_error());
+    return 0;
+}
+
 TEST(config_validate_rejects_bad_values) {
     Config c;
     config_defaults(&c);

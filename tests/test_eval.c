@@ -241,3 +241,30 @@ TEST(config_save_round_trips) {
     }
     return test_done(0, dir);
 }
+
+/* Found by tests/fuzz/fuzz_config.c: strings holding line breaks or control characters (YAML escapes or a multi-line
+ * quoted scalar in the file) were written raw, so the reload folded the line break into a space or refused the file. */
+TEST(config_save_escapes_line_breaks_and_controls) {
+    static const char *vals[] = {"a\nb", "tab\there", "cr\r", "\x01\x1f\x7f", "nel\xc2\x85 c1\xc2\x9f",
+                                 "ls\xe2\x80\xa8ps\xe2\x80\xa9", "nc\xef\xbf\xbe\xef\xbf\xbf",
+                                 "\\ \" \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"};
+    char *dir = test_tmpdir("cfgesc");
+    const char *src = test_path(dir, "src.yaml");
+    FILE *f = fopen(src, "w");
+    CHECK(f, "cannot write %s", src);
+    fputs("name: \"two\n\n  lines \\x01\\t\\u2028\"\ndata_dir: \"folded\n  line\"\n", f);
+    fclose(f);
+    for (size_t i = 0; i <= sizeof vals / sizeof *vals; i++) {
+        Config a, b;
+        config_defaults(&a);
+        if (i == 0) CHECK(config_load(src, &a) == 0, "%s: %s", src, v3_last_error());
+        else snprintf(a.data_dir, sizeof a.data_dir, "%s", vals[i - 1]);
+        CHECK(config_save(&a, test_path(dir, "c.yaml")) == 0, "save: %s", v3_last_error());
+        config_defaults(&b);
+        CHECK(config_load(test_path(dir, "c.yaml"), &b) == 0, "reload of string %zu: %s", i, v3_last_error());
+        memcpy(b.path, a.path, sizeof a.path);
+        CHECK(!strcmp(a.name, b.name) && !strcmp(a.data_dir, b.data_dir) && !memcmp(&a, &b, sizeof a),
+              "string %zu: '%s' '%s' reloaded as '%s' '%s'", i, a.name, a.data_dir, b.name, b.data_dir);
+    }
+    return test_done(0, dir);
+}

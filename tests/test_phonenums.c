@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -186,6 +187,34 @@ TEST(phonenums_png_bad_files) {
     rc |= expect_png_error(g8, w, h, "8-bit grey, expected 8-bit RGB");
     rc |= expect_png_error(rgba, 0, 0, "RGBA");
     rc |= expect_png_error(d16, w, h, "16-bit RGB");
+    return test_done(rc, dir);
+}
+
+/* Found by tests/fuzz/fuzz_png.c: an 89-byte file whose tEXt chunk claims 1.8 GB made libpng allocate and zero
+ * that much before finding the file short (seconds, and 2 GB of memory, per corrupt page). */
+TEST(phonenums_png_forged_chunk_length) {
+    char *dir = test_tmpdir("pn_pngchunk");
+    uint8_t pix[8 * 8 * 3] = {0};
+    char *good = test_path(dir, "good.png"), *forged = test_path(dir, "forged.png");
+    CHECK(png_write_rgb(good, pix, 8, 8) == 0, "write: %s", v3_last_error());
+    unsigned char *b;
+    size_t n;
+    CHECK(test_read_all(good, &b, &n) == 0 && n > 33, "read back %s", good);
+    /* after the signature and IHDR (33 bytes): a tEXt chunk of length 0x6d290005 holding 9 bytes, then the rest */
+    static const unsigned char text[] = {0x6d, 0x29, 0x00, 0x05, 't', 'E', 'X', 't', 'a', 'b', 0, 'c', 'd', 1, 2, 3, 4};
+    unsigned char *f = xmalloc(n + sizeof text);
+    memcpy(f, b, 33);
+    memcpy(f + 33, text, sizeof text);
+    memcpy(f + 33 + sizeof text, b + 33, n - 33);
+    CHECK(test_write_all(forged, f, n + sizeof text) == 0, "write %s", forged);
+    free(f);
+    free(b);
+    struct rusage r0, r1;
+    getrusage(RUSAGE_SELF, &r0);
+    int rc = expect_png_error(forged, 0, 0, "corrupt");
+    getrusage(RUSAGE_SELF, &r1);
+    CHECK(r1.ru_maxrss - r0.ru_maxrss < 256 * 1024, "reading the 106-byte file raised the peak RSS by %ld MB",
+          (r1.ru_maxrss - r0.ru_maxrss) / 1024);
     return test_done(rc, dir);
 }
 
