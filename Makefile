@@ -169,7 +169,8 @@ asan:
 	@mkdir -p build/asan/tree
 	@find build/asan/tree -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
 	@git ls-files -z -co --exclude-standard | tar --null -T - -cf - | tar -xf - -C build/asan/tree
-	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 V3_TEST_EXCLUDE=$(ASAN_EXCLUDE) \
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1 V3_TEST_EXCLUDE=$(ASAN_EXCLUDE) \
 	  $(MAKE) --no-print-directory -C build/asan/tree test-run NVCC= OPT="$(ASAN_OPT)" VENV_PY=$(VENV_PY)
 
 # tools/replay: our training step on a batch stream recorded from the authors' code (tools/authors_run.py).

@@ -66,5 +66,6 @@ int main(int argc, char **argv) {
     if (excluded) printf("(%d excluded by V3_TEST_EXCLUDE=%s)\n", excluded, excl);
     if (skipped) printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     else printf("%d passed, %d failed\n", passed, failed);
+    fflush(stdout); /* before LeakSanitizer's exit-time check, which ends the process without flushing */
     return failed ? 1 : 0;
 }
