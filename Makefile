@@ -160,9 +160,6 @@ demo-run: v3
 # `make asan`: the test suite with AddressSanitizer and UBSan (gcc, CPU-only: CUDA's static runtime does not mix
 # with ASan), built in a copy of the tree (build/asan/tree: the files git tracks or would track) so its objects
 # and its ./v3 never mix with the normal build. Any ASan or UBSan report fails the run.
-# Left out under the sanitizers (10-30x slower there): the 150-step colour training and three of the four whole-model
-# finite-difference checks; the shorter training, model and eval tests run the same code paths.
-ASAN_EXCLUDE := method_v3_puts_colour,model_whole_gradient_fd_authors,model_whole_gradient_fd_v3,model_whole_gradient_fd_recon
 ASAN_OPT := -O2 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 asan:
 	@tools/setup.sh --venv
@@ -170,7 +167,7 @@ asan:
 	@find build/asan/tree -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
 	@git ls-files -z -co --exclude-standard | tar --null -T - -cf - | tar -xf - -C build/asan/tree
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
-	  UBSAN_OPTIONS=print_stacktrace=1 V3_TEST_EXCLUDE=$(ASAN_EXCLUDE) \
+	  UBSAN_OPTIONS=print_stacktrace=1 \
 	  $(MAKE) --no-print-directory -C build/asan/tree test-run NVCC= OPT="$(ASAN_OPT)" VENV_PY=$(VENV_PY)
 
 # tools/replay: our training step on a batch stream recorded from the authors' code (tools/authors_run.py).

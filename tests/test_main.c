@@ -1,7 +1,5 @@
 /* Test runner: runs every registered TEST (optionally only those whose name contains argv[1]) and ends with
- * the line "N passed, N failed" (plus ", N skipped" when some skipped). Exit status 1 if any failed.
- * V3_TEST_EXCLUDE=a,b leaves out tests whose names contain a or b, counted as excluded (make asan uses it for
- * the long numerical tests, whose code paths shorter tests already run under the sanitizers). */
+ * the line "N passed, N failed" (plus ", N skipped" when some skipped). Exit status 1 if any failed. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,32 +23,14 @@ static int cmp_tests(const void *a, const void *b) {
     return c ? c : strcmp(x->name, y->name);
 }
 
-/* Does name contain one of the comma-separated substrings of list? */
-static int excluded_by(const char *list, const char *name) {
-    if (!list) return 0;
-    for (const char *p = list; *p;) {
-        size_t n = strcspn(p, ",");
-        if (n && n < 128) {
-            char pat[128];
-            memcpy(pat, p, n);
-            pat[n] = 0;
-            if (strstr(name, pat)) return 1;
-        }
-        p += n + (p[n] == ',');
-    }
-    return 0;
-}
-
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     qsort(g_tests, (size_t)g_ntests, sizeof g_tests[0], cmp_tests);
     cpu_gemm_init();
     v3_verbose = -1; /* no progress or summary output from the library: it would drown the report */
-    int passed = 0, failed = 0, skipped = 0, excluded = 0;
-    const char *excl = getenv("V3_TEST_EXCLUDE");
+    int passed = 0, failed = 0, skipped = 0;
     for (int i = 0; i < g_ntests; i++) {
         if (filter && !strstr(g_tests[i].name, filter)) continue;
-        if (excluded_by(excl, g_tests[i].name)) { excluded++; continue; }
         double t0 = now_seconds();
         fflush(stdout);
         v3_clear_error();
@@ -63,7 +43,6 @@ int main(int argc, char **argv) {
         else if (rc == 77) skipped++;
         else failed++;
     }
-    if (excluded) printf("(%d excluded by V3_TEST_EXCLUDE=%s)\n", excluded, excl);
     if (skipped) printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     else printf("%d passed, %d failed\n", passed, failed);
     fflush(stdout); /* before LeakSanitizer's exit-time check, which ends the process without flushing */
