@@ -139,7 +139,7 @@ test-run: v3 tests/run_tests tools/replay
 	V3_TB_PYTHON=$(VENV_PY) V3_ST_PYTHON=$(VENV_PY) ./tests/run_tests
 
 # The README's main command: a small real run on the CPU: generate the mini PhoneNums set and a small OOD set
-# (FreeType, seconds), train configs/phonenums-cpu.yaml (1000 steps, about 10 min on 2 cores), then `v3 eval`
+# (FreeType, seconds), train configs/phonenums-cpu.yaml (1000 steps, about 6 min on 2 cores), then `v3 eval`
 # (metrics table, runs/demo/eval/). --device cpu: the CUDA path has not yet been run on a GPU.
 # DEMO_STEPS=N stops training earlier (a quick look; the numbers in RESULTS.md are for the full 1000 steps).
 # OpenBLAS picks its SGEMM kernels by CPU model, and different kernels round differently, so a run is
