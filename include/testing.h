@@ -55,6 +55,13 @@ int test_write_all(const char *path, const void *buf, size_t n);
  * *mag relative to each frame's largest reference magnitude, *lg on bins above 1e-3 of it; NaN gives INFINITY. */
 /* One `v3 train` run on the CPU; data_dir (overrides the config) and set (one --set override) may be NULL. */
 int test_train_cpu(const char *cfg, const char *out, long steps, int resume, const char *data_dir, const char *set);
+/* The options test_train_cpu runs with (CPU, --max-rollbacks 3, set may be NULL), for tests that change more. */
+struct TrainOpts;
+void test_train_opts(struct TrainOpts *o, const char *cfg, const char *out, long steps, int resume, const char *set);
+/* A fresh directory with a small synthetic dataset (n_train samples, 3 fragments of 8x8, 4 contents, 3 styles)
+ * and cfg.yaml for the tiny architecture on it (batch 8, the given seed, extra YAML appended; may be NULL).
+ * n_train 20 gives 3 steps per epoch, 8 one. NULL (after a message) if the data cannot be made. */
+char *test_synth_run_env(const char *tag, int n_train, int seed, const char *extra, char *cfg, size_t cap);
 void test_stft_err(const float *got, const float *ref, int n, double *mag, double *lg);
 
 

@@ -3,7 +3,7 @@
 #define V3_TRAIN_H
 #include <stdint.h>
 
-typedef struct {
+typedef struct TrainOpts {
     const char *config_path;
     const char *out_dir;
     const char *data_dir;   /* overrides config data_dir when set */

@@ -145,22 +145,7 @@ TEST(ckpt_rejects_other_model) { return ckpt_reject(NULL, "n_atoms", 5); }
 
 /* ---- the training loop on a small synthetic dataset ---- */
 static char *make_run_env(const char *tag, char *cfg_path, size_t cap, const char *extra) {
-    char *dir = test_tmpdir(tag), data[600];
-    snprintf(data, sizeof data, "%s/data", dir);
-    SynthParams sp;
-    synth_defaults(&sp);
-    sp.n_train = 20; sp.n_val = 6; sp.n_test = 6; sp.n_frag = 3; sp.n_content = 4; sp.n_style = 3;
-    sp.H = sp.W = 8;
-    if (synth_generate(data, &sp)) { fprintf(stderr, "    synth: %s\n", v3_last_error()); free(dir); return NULL; }
-    snprintf(cfg_path, cap, "%s/cfg.yaml", dir);
-    FILE *f = fopen(cfg_path, "w");
-    fprintf(f, "name: \"test\"\ndata_dir: \"%s\"\nrandom_seed: 3\nbatch_size: 8\nsave_top_k: 2\n"
-               "loss_config:\n  relativity: 15\n"
-               "model_config:\n  arch: tiny\n  n_channels: 16\n  n_fragments: 3\n  fragment_len: 8\n  n_feature: 8\n"
-               "  d_emb_c: 6\n  d_emb_s: 5\n  n_atoms: 4\n  threshold_ema_dead_code: 0.5\n%s",
-            data, extra ? extra : "");
-    fclose(f);
-    return dir;
+    return test_synth_run_env(tag, 20, 3, extra, cfg_path, cap);
 }
 
 static int run_train(const char *cfg, const char *out, long steps, int resume) {

@@ -19,39 +19,16 @@
 #include "testing.h"
 #include "train.h"
 
-/* A synthetic dataset with n_train samples and a small model's config in a fresh directory; at batch size 8,
- * n_train 20 gives 3 steps per epoch and n_train 8 one (a checkpoint every step). */
 static char *make_env(const char *tag, int n_train, const char *extra, char *cfg, size_t cap) {
-    char *dir = test_tmpdir(tag), data[600];
-    snprintf(data, sizeof data, "%s/data", dir);
-    SynthParams sp;
-    synth_defaults(&sp);
-    sp.n_train = n_train; sp.n_val = 6; sp.n_test = 6; sp.n_frag = 3; sp.n_content = 4; sp.n_style = 3;
-    sp.H = sp.W = 8;
-    if (synth_generate(data, &sp)) { fprintf(stderr, "    synth: %s\n", v3_last_error()); free(dir); return NULL; }
-    snprintf(cfg, cap, "%s/cfg.yaml", dir);
-    FILE *f = fopen(cfg, "w");
-    fprintf(f, "name: \"crash\"\ndata_dir: \"%s\"\nrandom_seed: 5\nbatch_size: 8\nsave_top_k: 2\n"
-               "loss_config:\n  relativity: 15\n"
-               "model_config:\n  arch: tiny\n  n_channels: 16\n  n_fragments: 3\n  fragment_len: 8\n  n_feature: 8\n"
-               "  d_emb_c: 6\n  d_emb_s: 5\n  n_atoms: 4\n  threshold_ema_dead_code: 0.5\n%s",
-            data, extra ? extra : "");
-    fclose(f);
-    return dir;
+    return test_synth_run_env(tag, n_train, 5, extra, cfg, cap);
 }
 
 static int train(const char *cfg, const char *out, long steps, int resume, int rollback, int max_rollbacks,
                  const char *set) {
     TrainOpts o;
-    memset(&o, 0, sizeof o);
-    o.config_path = cfg;
-    o.out_dir = out;
-    o.steps = steps;
-    o.resume = resume;
-    o.device = "cpu";
+    test_train_opts(&o, cfg, out, steps, resume, set);
     o.on_nan_rollback = rollback;
     o.max_rollbacks = max_rollbacks;
-    if (set) o.sets[o.n_sets++] = set;
     /* one OpenMP thread: these tiny steps run far faster so on shared cores, and each comparison is between
      * runs at the same thread count (what exact resume promises) */
     int nt = omp_get_max_threads();

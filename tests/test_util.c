@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "dataset.h"
 #include "insnotes.h"
 #include "rng.h"
 #include "testing.h"
@@ -174,17 +175,41 @@ void test_stft_err(const float *got, const float *ref, int n, double *mag, doubl
         }
 }
 
+void test_train_opts(TrainOpts *o, const char *cfg, const char *out, long steps, int resume, const char *set) {
+    memset(o, 0, sizeof *o);
+    o->config_path = cfg;
+    o->out_dir = out;
+    o->steps = steps;
+    o->resume = resume;
+    o->device = "cpu";
+    o->max_rollbacks = 3;
+    if (set) o->sets[o->n_sets++] = set;
+}
+
 int test_train_cpu(const char *cfg, const char *out, long steps, int resume, const char *data_dir, const char *set) {
     TrainOpts o;
-    memset(&o, 0, sizeof o);
-    o.config_path = cfg;
-    o.out_dir = out;
-    o.steps = steps;
-    o.resume = resume;
-    o.device = "cpu";
+    test_train_opts(&o, cfg, out, steps, resume, set);
     o.data_dir = data_dir;
-    if (set) o.sets[o.n_sets++] = set;
     return train_run(&o);
+}
+
+char *test_synth_run_env(const char *tag, int n_train, int seed, const char *extra, char *cfg, size_t cap) {
+    char *dir = test_tmpdir(tag), data[600];
+    snprintf(data, sizeof data, "%s/data", dir);
+    SynthParams sp;
+    synth_defaults(&sp);
+    sp.n_train = n_train; sp.n_val = 6; sp.n_test = 6; sp.n_frag = 3; sp.n_content = 4; sp.n_style = 3;
+    sp.H = sp.W = 8;
+    if (synth_generate(data, &sp)) { fprintf(stderr, "    synth: %s\n", v3_last_error()); free(dir); return NULL; }
+    snprintf(cfg, cap, "%s/cfg.yaml", dir);
+    FILE *f = fopen(cfg, "w");
+    fprintf(f, "name: \"test\"\ndata_dir: \"%s\"\nrandom_seed: %d\nbatch_size: 8\nsave_top_k: 2\n"
+               "loss_config:\n  relativity: 15\n"
+               "model_config:\n  arch: tiny\n  n_channels: 16\n  n_fragments: 3\n  fragment_len: 8\n  n_feature: 8\n"
+               "  d_emb_c: 6\n  d_emb_s: 5\n  n_atoms: 4\n  threshold_ema_dead_code: 0.5\n%s",
+            data, seed, extra ? extra : "");
+    fclose(f);
+    return dir;
 }
 
 int test_sh(const char *cmd, char *out, size_t cap) {
