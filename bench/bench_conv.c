@@ -119,7 +119,7 @@ static float *hrandom(size_t n, uint64_t seed) {
 }
 
 static float *to_dev(const float *h, size_t n) {
-    float *d = cuda_malloc_or_die(n * sizeof(float));
+    float *d = cuda_alloc(n * sizeof(float));
     if (cuda_h2d(d, h, n * sizeof(float))) V3_FATAL("%s", v3_last_error());
     return d;
 }
@@ -182,17 +182,17 @@ static void bench_conv_layer(const ConvLayer *L, const int *modes, int nmodes) {
     int n0 = N < 2 ? N : 2;
     float *yref = falloc((size_t)n0 * py), *dxref = falloc((size_t)n0 * px), *dws = falloc(nw);
     if (T) {
-        cpu_convT2d_fwd(g, n0, H, W, x, w, b, yref);
-        cpu_convT2d_bwd(g, n0, H, W, x, w, dy, dxref, dws, NULL);
+        ref_convT2d_fwd(g, n0, H, W, x, w, b, yref);
+        ref_convT2d_bwd(g, n0, H, W, x, w, dy, dxref, dws, NULL);
     } else {
-        cpu_conv2d_fwd(g, n0, H, W, x, w, b, yref);
-        cpu_conv2d_bwd(g, n0, H, W, x, w, dy, dxref, dws, NULL);
+        ref_conv2d_fwd(g, n0, H, W, x, w, b, yref);
+        ref_conv2d_bwd(g, n0, H, W, x, w, dy, dxref, dws, NULL);
     }
     float *got_y = falloc((size_t)n0 * py), *got_dx = falloc((size_t)n0 * px);
     ConvCtx c;
     memset(&c, 0, sizeof c);
     c.x = to_dev(x, nx), c.w = to_dev(w, nw), c.b = to_dev(b, (size_t)g->cout), c.dy = to_dev(dy, ny);
-    c.y = cuda_malloc_or_die(ny * sizeof(float)), c.dx = cuda_malloc_or_die(nx * sizeof(float));
+    c.y = cuda_alloc(ny * sizeof(float)), c.dx = cuda_alloc(nx * sizeof(float));
     c.dw = to_dev(w, nw), c.db = to_dev(b, (size_t)g->cout); /* any starting values: they accumulate */
     double macs = (double)N * (T ? (double)H * W : (double)Ho * Wo) * g->cin * g->cout * g->kh * g->kw;
     char shape[96];
@@ -263,11 +263,11 @@ static void bench_lin_layer(const LinLayer *L, const int *modes, int nmodes) {
     size_t nx = (size_t)N * in, ny = (size_t)N * out, nw = (size_t)in * out;
     float *x = hrandom(nx, 5), *w = hrandom(nw, 6), *b = hrandom((size_t)out, 7), *dy = hrandom(ny, 8);
     float *yref = falloc((size_t)n0 * out), *dxref = falloc((size_t)n0 * in), *dws = falloc(nw);
-    cpu_linear_fwd(n0, in, out, x, w, b, yref);
-    cpu_linear_bwd(n0, in, out, x, w, dy, dxref, dws, NULL);
+    ref_linear_fwd(n0, in, out, x, w, b, yref);
+    ref_linear_bwd(n0, in, out, x, w, dy, dxref, dws, NULL);
     float *got_y = falloc((size_t)n0 * out), *got_dx = falloc((size_t)n0 * in);
     LinCtx c = {N, in, out, to_dev(x, nx), to_dev(w, nw), to_dev(b, (size_t)out), to_dev(dy, ny),
-                cuda_malloc_or_die(ny * sizeof(float)), cuda_malloc_or_die(nx * sizeof(float)), to_dev(w, nw),
+                cuda_alloc(ny * sizeof(float)), cuda_alloc(nx * sizeof(float)), to_dev(w, nw),
                 to_dev(b, (size_t)out)};
     char shape[96];
     snprintf(shape, sizeof shape, "%.15s %.31s (%d, %d, %d) x%d", short_model(L->model), L->name, N, in, out,
@@ -321,7 +321,7 @@ static void gemm_fn(void *v) {
 static void bench_gemm(int n, const int *modes, int nmodes) {
     size_t nn = (size_t)n * n;
     float *A = hrandom(nn, 9), *B = hrandom(nn, 10), *C = falloc(nn);
-    GemmCtx c = {n, to_dev(A, nn), to_dev(B, nn), cuda_malloc_or_die(nn * sizeof(float))};
+    GemmCtx c = {n, to_dev(A, nn), to_dev(B, nn), cuda_alloc(nn * sizeof(float))};
     enum { SAMPLES = 64 };
     int si[SAMPLES], sj[SAMPLES];
     float ref[SAMPLES], got[SAMPLES];

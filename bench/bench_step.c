@@ -1,5 +1,5 @@
 /* Full training step on the GPU: forward, loss, backward, AdamW and the codebook update of the device model
- * (host/gpu_model.c), for the authors' insnotes and phonenums configs at batch 32, in each math mode.
+ * (host/step.c), for the authors' insnotes and phonenums configs at batch 32, in each math mode.
  * Inputs are random tensors of the real fragment shapes (the step's cost does not depend on the values).
  *   make bench && ./bench/bench_step [OUT.json] [--steps N] [--configs insnotes,phonenums] [--math fp32,tf32,bf16]
  * Each row: median and minimum ms/step over N timed steps (CUDA events around gpu_model_train_step, which ends
@@ -13,26 +13,26 @@
 #include "common.h"
 #include "config.h"
 #include "cuda_backend.h"
-#include "devops.h"
-#include "gpu_model.h"
+#include "backend.h"
+#include "step.h"
 #include "model.h"
 
-typedef struct { GpuModel *g; const float *x; int B; float lr; int phase; } StepCtx;
+typedef struct { Step *g; const float *x; int B; float lr; int phase; } StepCtx;
 
 static void run_step(void *p) {
     StepCtx *s = p;
     LossTerms L;
-    if (gpu_model_train_step(s->g, s->x, s->B, s->lr, &L)) V3_FATAL("%s", v3_last_error());
+    if (step_train(s->g, s->x, 0, s->B, s->lr, &L)) V3_FATAL("%s", v3_last_error());
 }
 
 static void run_forward(void *p) {
     StepCtx *s = p;
     LossTerms L;
-    if (gpu_model_forward(s->g, s->x, s->B, 1, &L)) V3_FATAL("%s", v3_last_error());
+    if (step_forward(s->g, s->x, 0, s->B, 1, VQ_TRAIN, &L)) V3_FATAL("%s", v3_last_error());
 }
 
-static void run_backward(void *p) { gpu_model_backward(((StepCtx *)p)->g); }
-static void run_adamw(void *p) { gpu_model_adamw(((StepCtx *)p)->g, ((StepCtx *)p)->lr); }
+static void run_backward(void *p) { step_backward(((StepCtx *)p)->g); }
+static void run_adamw(void *p) { step_adamw(((StepCtx *)p)->g, ((StepCtx *)p)->lr); }
 
 int main(int argc, char **argv) {
     const char *out = "bench/step.json", *configs = "insnotes,phonenums", *maths = "fp32,tf32,bf16";
@@ -62,7 +62,7 @@ int main(int argc, char **argv) {
             Model *m = model_build(&c, 0);
             if (!m) { fprintf(stderr, "bench_step: %s\n", v3_last_error()); return 1; }
             cuda_set_math(math);
-            GpuModel *g = gpu_model_create(m, &dev_cuda, B, math);
+            Step *g = step_create(m, &backend_cuda, B * m->cfg.n_fragments, math);
             if (!g) { fprintf(stderr, "bench_step: %s %s: %s\n", names[ci], v3_math_name(math), v3_last_error()); return 1; }
             size_t frag = (size_t)m->arch.C * m->arch.H * m->arch.W, N = (size_t)B * c.n_fragments;
             float *x = falloc(frag * N);
@@ -79,7 +79,7 @@ int main(int argc, char **argv) {
             row.t = bench_time(run_step, &s, 5, 1, steps);
             row.valid = 1; /* checked against the CPU by make test-gpu (gpu_model_tiny_50_steps_*) */
             snprintf(row.note, sizeof row.note, "%.0f fragments/s; arena %.2f GiB", N / (row.t.median_ms * 1e-3),
-                     gpu_model_arena_bytes(g) / 1073741824.0);
+                     step_arena_bytes(g) / 1073741824.0);
             bench_add(&row);
             /* phases */
             struct { const char *name; bench_fn fn; } ph[] = {
@@ -98,7 +98,7 @@ int main(int argc, char **argv) {
             printf("%s %s: %.3f ms/step (median of %d)\n", names[ci], v3_math_name(math), row.t.median_ms, steps);
             fflush(stdout);
             ffree(x);
-            gpu_model_free(g);
+            step_free(g);
             model_free(m);
         }
     }

@@ -54,7 +54,7 @@ static void run_fwd_bwd(void *p) {
 static void run_fwd_bwd_read(void *p) {
     Ctx *c = p;
     run_fwd_bwd(p);
-    if (cuda_sync() || cuda_d2h(c->stats_host, cuda_v3_stats_dev(c->w), V3_STATS_DOUBLES * sizeof(double)))
+    if (cuda_sync() || cuda_d2h(c->stats_host, cuda_v3_stats(c->w), V3_STATS_DOUBLES * sizeof(double)))
         V3_FATAL("%s", v3_last_error());
 }
 static void run_fwd(void *p) {
@@ -78,7 +78,7 @@ static double scaled_err(const float *a, const float *b, size_t n, double atol) 
 }
 
 static float *dput_bench(const float *h, size_t n) {
-    float *d = cuda_malloc_or_die(n * sizeof(float));
+    float *d = cuda_alloc(n * sizeof(float));
     if (cuda_h2d(d, h, n * sizeof(float))) V3_FATAL("%s", v3_last_error());
     return d;
 }
@@ -121,7 +121,7 @@ static int validate(const Ref *r, Ctx *c) {
     run_fwd_bwd(c);
     double st[V3_STATS_DOUBLES];
     float *gc = falloc(r->nc), *gs = falloc(r->ns);
-    int ok = !cuda_sync() && !cuda_d2h(st, cuda_v3_stats_dev(c->w), sizeof st) &&
+    int ok = !cuda_sync() && !cuda_d2h(st, cuda_v3_stats(c->w), sizeof st) &&
              !cuda_d2h(gc, c->gzc, r->nc * sizeof(float)) && !cuda_d2h(gs, c->gzs, r->ns * sizeof(float));
     for (int i = 0; ok && i < V3_STATS_DOUBLES; i++)
         if (!(fabs(st[i] - r->ref[i]) <= 1e-12 + 1e-9 * fabs(r->ref[i]))) {
@@ -205,8 +205,8 @@ int main(int argc, char **argv) {
         Ctx c;
         memset(&c, 0, sizeof c);
         c.zc = dput_bench(zc, r.nc), c.q = dput_bench(q, r.nc), c.zs = dput_bench(zs, r.ns);
-        c.gzc = cuda_malloc_or_die(r.nc * sizeof(float));
-        c.gzs = cuda_malloc_or_die(r.ns * sizeof(float));
+        c.gzc = cuda_alloc(r.nc * sizeof(float));
+        c.gzs = cuda_alloc(r.ns * sizeof(float));
         double st_host[V3_STATS_DOUBLES];
         c.stats_host = st_host;
 

@@ -47,7 +47,7 @@ Loader *loader_create(const LoaderOpts *o) {
         Batch *b = &l->slot[k];
         if (o->cuda) {
             if (!(b->x = cuda_host_alloc(xs))) { loader_free(l); return NULL; }
-            b->x_dev = cuda_malloc_or_die(xs);
+            b->x_dev = cuda_alloc(xs);
         } else {
             b->x = falloc(sample_floats(l) * o->B);
         }

@@ -9,6 +9,7 @@
 #include "common.h"
 #include "memory_limit.h"
 #include "model.h"
+#include "step.h"
 
 /* The authors' four architectures plus our small `tiny` one (v3.md §2 table). */
 int arch_spec(const Config *c, ArchSpec *a) {
@@ -124,8 +125,6 @@ static BnL bn_reg(Reg *R, const char *prefix, int C) {
     b.b = PREG(R, SHAPE1(C), "%s.bias", prefix);
     b.rm = BREG(R, SHAPE1(C), "%s.running_mean", prefix);
     b.rv = BREG(R, SHAPE1(C), "%s.running_var", prefix);
-    b.mean = falloc((size_t)C);
-    b.invstd = falloc((size_t)C);
     return b;
 }
 
@@ -275,7 +274,7 @@ static void linear_reg(Reg *R, const char *prefix, int in, int out, size_t *w, s
     *b = PREG(R, SHAPE1(out), "%s.bias", prefix);
 }
 
-/* Everything the CPU step allocates, estimated from the registered shapes before any of it is allocated. */
+/* Everything a host step allocates, estimated from the registered shapes before any of it is allocated. */
 static int check_memory(Model *m) {
     const Config *c = &m->cfg;
     size_t state = sizeof(float) * (2 * m->n_params + 2 * m->n_trainable + m->n_bufs); /* weights, grads, AdamW */
@@ -336,6 +335,7 @@ Model *model_build(const Config *c, uint64_t seed) {
     for (int i = 0; i < m->n_params_t; i++)
         if (m->params[i].enc) m->n_enc_params += m->params[i].n;
 
+    m->host_backend = &backend_cpu;
     if (check_memory(m)) { model_free(m); return NULL; }
     m->p = falloc(m->n_params);
     m->g = falloc(m->n_params);
@@ -367,19 +367,9 @@ Model *model_build(const Config *c, uint64_t seed) {
     return m;
 }
 
-static void free_stage(Stage *s) {
-    ffree(s->n0.mean); ffree(s->n0.invstd); ffree(s->n1.mean); ffree(s->n1.invstd);
-    ffree(s->nsc.mean); ffree(s->nsc.invstd);
-    ffree(s->a0); ffree(s->bn0); ffree(s->g0); ffree(s->a1); ffree(s->s); ffree(s->sa); ffree(s->y);
-}
-
-void model_free_activations(Model *m);
-
 void model_free(Model *m) {
     if (!m) return;
-    model_free_activations(m);
-    for (int i = 0; i < m->n_enc; i++) free_stage(&m->enc[i]);
-    for (int i = 0; i < m->n_dec; i++) free_stage(&m->dec[i]);
+    step_free(m->host_step);
     free(m->enc); free(m->dec); free(m->params); free(m->bufs);
     ffree(m->p); ffree(m->g); ffree(m->m); ffree(m->v); ffree(m->buf);
     vq_free(&m->vq);

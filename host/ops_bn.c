@@ -3,7 +3,7 @@
 
 #include "ops.h"
 
-void cpu_bn2d_fwd_train(int N, int C, int HW, const float *x, const float *gamma, const float *beta, float *y,
+void ref_bn2d_fwd_train(int N, int C, int HW, const float *x, const float *gamma, const float *beta, float *y,
                         float *mean, float *invstd, float *running_mean, float *running_var, float momentum,
                         float eps) {
     double cnt = (double)N * HW;
@@ -40,7 +40,7 @@ void cpu_bn2d_fwd_train(int N, int C, int HW, const float *x, const float *gamma
     }
 }
 
-void cpu_bn2d_fwd_eval(int N, int C, int HW, const float *x, const float *gamma, const float *beta, float *y,
+void ref_bn2d_fwd_eval(int N, int C, int HW, const float *x, const float *gamma, const float *beta, float *y,
                        const float *running_mean, const float *running_var, float eps) {
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
@@ -55,7 +55,7 @@ void cpu_bn2d_fwd_eval(int N, int C, int HW, const float *x, const float *gamma,
 }
 
 /* dx = gamma*invstd/M * (M*dy - sum(dy) - xhat*sum(dy*xhat)), xhat = (x-mean)*invstd. */
-void cpu_bn2d_bwd(int N, int C, int HW, const float *x, const float *gamma, const float *mean, const float *invstd,
+void ref_bn2d_bwd(int N, int C, int HW, const float *x, const float *gamma, const float *mean, const float *invstd,
                   const float *dy, float *dx, float *dgamma, float *dbeta) {
     double M = (double)N * HW;
 #pragma omp parallel for schedule(static)

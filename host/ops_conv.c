@@ -132,7 +132,7 @@ static void bias_grad(const float *dy, int N, int Cc, size_t HW, float *db) {
     }
 }
 
-void cpu_conv2d_fwd(const ConvGeom *g, int N, int H, int W, const float *x, const float *w, const float *b,
+void ref_conv2d_fwd(const ConvGeom *g, int N, int H, int W, const float *x, const float *w, const float *b,
                     float *y) {
     int Ho = conv_out_size(H, g->kh, g->sh, g->ph), Wo = conv_out_size(W, g->kw, g->sw, g->pw);
     size_t HoWo = (size_t)Ho * Wo, Kc = (size_t)g->cin * g->kh * g->kw;
@@ -149,7 +149,7 @@ void cpu_conv2d_fwd(const ConvGeom *g, int N, int H, int W, const float *x, cons
     add_bias(y, N, g->cout, HoWo, b);
 }
 
-void cpu_conv2d_bwd(const ConvGeom *g, int N, int H, int W, const float *x, const float *w, const float *dy,
+void ref_conv2d_bwd(const ConvGeom *g, int N, int H, int W, const float *x, const float *w, const float *dy,
                     float *dx, float *dw, float *db) {
     int Ho = conv_out_size(H, g->kh, g->sh, g->ph), Wo = conv_out_size(W, g->kw, g->sw, g->pw);
     size_t HoWo = (size_t)Ho * Wo, Kc = (size_t)g->cin * g->kh * g->kw;
@@ -178,7 +178,7 @@ static void convT_out(const ConvGeom *g, int H, int W, int *Hy, int *Wy) {
     *Wy = W + g->kw - 1 - 2 * g->pw;
 }
 
-void cpu_convT2d_fwd(const ConvGeom *g, int N, int H, int W, const float *x, const float *w, const float *b,
+void ref_convT2d_fwd(const ConvGeom *g, int N, int H, int W, const float *x, const float *w, const float *b,
                      float *y) {
     if (g->sh != 1 || g->sw != 1) V3_FATAL("transposed conv supports stride 1 only");
     int Hy, Wy;
@@ -195,7 +195,7 @@ void cpu_convT2d_fwd(const ConvGeom *g, int N, int H, int W, const float *x, con
     add_bias(y, N, g->cout, (size_t)Hy * Wy, b);
 }
 
-void cpu_convT2d_bwd(const ConvGeom *g, int N, int H, int W, const float *x, const float *w, const float *dy,
+void ref_convT2d_bwd(const ConvGeom *g, int N, int H, int W, const float *x, const float *w, const float *dy,
                      float *dx, float *dw, float *db) {
     int Hy, Wy;
     convT_out(g, H, W, &Hy, &Wy);

@@ -4,12 +4,12 @@
 
 #include "ops.h"
 
-void cpu_gelu_fwd(size_t n, const float *x, float *y) {
+void ref_gelu_fwd(size_t n, const float *x, float *y) {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) y[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] * 0.70710678118654752440)));
 }
 
-void cpu_gelu_bwd(size_t n, const float *x, const float *dy, float *dx) {
+void ref_gelu_bwd(size_t n, const float *x, const float *dy, float *dx) {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
         double v = x[i];
@@ -19,14 +19,14 @@ void cpu_gelu_bwd(size_t n, const float *x, const float *dy, float *dx) {
     }
 }
 
-void cpu_linear_fwd(int N, int in, int out, const float *x, const float *w, const float *b, float *y) {
+void ref_linear_fwd(int N, int in, int out, const float *x, const float *w, const float *b, float *y) {
     cpu_sgemm(0, 1, N, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
     if (b)
         for (int i = 0; i < N; i++)
             for (int o = 0; o < out; o++) y[(size_t)i * out + o] += b[o];
 }
 
-void cpu_linear_bwd(int N, int in, int out, const float *x, const float *w, const float *dy, float *dx, float *dw,
+void ref_linear_bwd(int N, int in, int out, const float *x, const float *w, const float *dy, float *dx, float *dw,
                     float *db) {
     cpu_sgemm(1, 0, out, in, N, 1.0f, dy, out, x, in, 1.0f, dw, in);
     if (dx) cpu_sgemm(0, 0, N, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
@@ -38,7 +38,7 @@ void cpu_linear_bwd(int N, int in, int out, const float *x, const float *w, cons
         }
 }
 
-void cpu_upsample_fwd(int N, int C, int H, int W, int fh, int fw, const float *x, float *y) {
+void ref_upsample_fwd(int N, int C, int H, int W, int fh, int fw, const float *x, float *y) {
     int Ho = H * fh, Wo = W * fw;
 #pragma omp parallel for schedule(static)
     for (int p = 0; p < N * C; p++) {
@@ -49,7 +49,7 @@ void cpu_upsample_fwd(int N, int C, int H, int W, int fh, int fw, const float *x
     }
 }
 
-void cpu_upsample_bwd(int N, int C, int H, int W, int fh, int fw, const float *dy, float *dx) {
+void ref_upsample_bwd(int N, int C, int H, int W, int fh, int fw, const float *dy, float *dx) {
     int Ho = H * fh, Wo = W * fw;
 #pragma omp parallel for schedule(static)
     for (int p = 0; p < N * C; p++) {
@@ -65,7 +65,7 @@ void cpu_upsample_bwd(int N, int C, int H, int W, int fh, int fw, const float *d
     }
 }
 
-double cpu_mse_fwd(size_t n, const float *a, const float *b) {
+double ref_mse(size_t n, const float *a, const float *b) {
     double s = 0;
     for (size_t i = 0; i < n; i++) {
         double d = (double)a[i] - b[i];
@@ -74,18 +74,18 @@ double cpu_mse_fwd(size_t n, const float *a, const float *b) {
     return s / (double)n;
 }
 
-void cpu_mse_bwd(size_t n, const float *a, const float *b, float scale, float *da) {
+void ref_mse_bwd(size_t n, const float *a, const float *b, float scale, float *da) {
     double k = 2.0 * scale / (double)n;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) da[i] = (float)(k * ((double)a[i] - b[i]));
 }
 
-void cpu_add_inplace(size_t n, float *y, const float *x) {
+void ref_add_inplace(size_t n, float *y, const float *x) {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-void cpu_adamw(size_t n, float *p, const float *g, float *m, float *v, float lr, float beta1, float beta2,
+void ref_adamw(size_t n, float *p, const float *g, float *m, float *v, float lr, float beta1, float beta2,
                float eps, float wd, long t) {
     double bc1 = 1.0 - pow(beta1, (double)t), bc2 = 1.0 - pow(beta2, (double)t);
     float step = (float)(lr / bc1), bc2s = (float)sqrt(bc2);

@@ -16,16 +16,14 @@
 #include "checkpoint.h"
 #include "common.h"
 #include "config.h"
-#include "cuda_backend.h"
 #include "datasource.h"
 #include "loader.h"
 #include "platform_info.h"
 #include "progress.h"
 #include "tb_events.h"
 #include "train_images.h"
-#include "devops.h"
-#include "gpu_model.h"
 #include "model.h"
+#include "step.h"
 
 int (*train_test_nan_hook)(uint64_t step) = NULL;
 
@@ -79,8 +77,9 @@ static void truncate_log(const char *path, uint64_t step) {
 
 typedef struct {
     Model *m;
-    GpuModel *gm;        /* the device model when training on CUDA (else NULL) */
-    int use_cuda;
+    const Backend *be;   /* --device */
+    Step *st;            /* the training step on it: training, validation */
+    int device_batches;  /* the loader puts batches in the backend's memory (CUDA) */
     V3Math math;
     DataSource train, val;
     Loader *ld;          /* streams training batches (loader thread) */
@@ -127,10 +126,12 @@ static int validate(Run *r, double *val_loss, double *purity, LossTerms *mean, c
         LossTerms L;
         memset(&L, 0, sizeof L);
         int rc = loader_eval_batch(v, r->seed, (uint64_t)start, n, r->xb, all_content + (size_t)start * frags, NULL);
-        if (!rc) rc = r->gm ? gpu_model_forward(r->gm, r->xb, n, 0, &L) : model_forward(r->m, r->xb, n, 0, &L);
+        if (!rc) rc = step_forward(r->st, r->xb, 0, n, 0, VQ_EVAL, &L);
         if (rc && !isfinite(L.total)) loss_nonfinite_terms(&L, bad, cap);
+        StepOutputs out;
+        if (!rc) rc = step_outputs(r->st, &out);
         if (rc) { free(all_ind); free(all_content); return -1; }
-        memcpy(all_ind + (size_t)start * frags, r->gm ? gpu_model_indices(r->gm) : r->m->ind, sizeof(int) * n * frags);
+        memcpy(all_ind + (size_t)start * frags, out.ind, sizeof(int) * n * frags);
         tot += L.total * n;
         w += n;
         double *acc = &mean->total, *src = &L.total;
@@ -166,16 +167,18 @@ static void log_terms(FILE *f, const LossTerms *L) {
             L->total, L->recon, L->commit, L->content, L->style, L->sample, L->fragment, L->Fc, L->Sc, L->Fs, L->Ss);
 }
 
-/* The cuDNN algorithm choices beside the checkpoints, so --resume uses the same algorithms. */
-static int save_conv_algos(Run *r) {
+/* The one way the training state reaches the host Model (checkpoints, TensorBoard images): the step's state
+ * (a no-op on host backends) and the backend's algorithm choices beside the checkpoints, so --resume uses the
+ * same algorithms. */
+static int state_to_host(Run *r) {
     char path[1300];
     snprintf(path, sizeof path, "%s/conv_algos.txt", r->ckdir);
-    return r->gm ? cuda_conv_algos_save(path) : 0;
+    return step_to_host(r->st) || r->be->algos_save(path) ? -1 : 0;
 }
 
-/* Keep the best save_top_k epoch checkpoints by validation loss (the authors' rule) plus latest.v3ck. */
+/* Keep the best save_top_k epoch checkpoints by validation loss (the authors' rule) plus latest.v3ck.
+ * (The host Model holds the state: state_to_host came first.) */
 static int save_epoch_checkpoint(Run *r, const CkptMeta *meta) {
-    if (r->gm && (gpu_model_download(r->gm) || save_conv_algos(r))) return -1;
     char path[1300];
     snprintf(path, sizeof path, "%s/epoch%05u_step%08llu.v3ck", r->ckdir, meta->epoch,
              (unsigned long long)meta->step);
@@ -208,40 +211,10 @@ static int save_epoch_checkpoint(Run *r, const CkptMeta *meta) {
 }
 
 static int save_latest(Run *r, uint64_t step, int epoch, double val_loss) {
-    if (r->gm && (gpu_model_download(r->gm) || save_conv_algos(r))) return -1;
     char path[1300];
     snprintf(path, sizeof path, "%s/latest.v3ck", r->ckdir);
     CkptMeta meta = {step, r->seed, (uint32_t)epoch, val_loss};
     return checkpoint_save(path, r->m, &meta);
-}
-
-/* --device: cuda needs a usable GPU plus cuBLAS/cuDNN; auto takes the GPU when one is present and says so.
- * A GPU that is present but unusable is an error in both modes (no silent fall-back to the CPU). */
-static int resolve_device(Run *r, const char *want) {
-    char desc[256];
-    if (want && strcmp(want, "cpu") && strcmp(want, "cuda") && strcmp(want, "auto"))
-        return v3_error("--device: expected cpu, cuda or auto, got '%s'", want);
-    int n = cuda_probe(desc, sizeof desc);
-    if (want && !strcmp(want, "cpu")) {
-        if (n > 0) v3_log("v3: device: CPU (--device cpu; a GPU is present: %s)\n", desc);
-        else v3_log("v3: device: CPU\n");
-        return 0;
-    }
-    if (n <= 0) {
-        if (want && !strcmp(want, "cuda")) return v3_error("--device cuda: %s", desc);
-        v3_log("v3: device: CPU (%s)\n", desc);
-        return 0;
-    }
-    int dev = 0;
-    const char *tag = strstr(desc, "[CUDA device ");
-    if (tag) dev = atoi(tag + strlen("[CUDA device "));
-    if (cuda_init(dev) || cuda_libs_load())
-        return v3_error("--device %s: %s found, but it cannot be used: %s (pass --device cpu to train on the CPU)",
-                        want ? want : "auto", desc, v3_last_error());
-    cuda_set_math(r->math);
-    r->use_cuda = 1;
-    v3_log("v3: device: %s, math %s\n", desc, v3_math_name(r->math));
-    return 0;
 }
 
 static int setup(Run *r, const TrainOpts *o, Config *c) {
@@ -255,17 +228,13 @@ static int setup(Run *r, const TrainOpts *o, Config *c) {
     if (!c->has_seed) v3_log("v3: note: %s: random_seed is empty; using seed 0 so the run is reproducible\n", c->path);
     r->seed = c->has_seed ? c->random_seed : 0;
     if (v3_math_parse(o->math ? o->math : "fp32", &r->math)) return v3_error("--math: %s", v3_last_error());
-    if (r->math != V3_MATH_FP32 && o->device && !strcmp(o->device, "cpu"))
-        return v3_error("--math %s needs the CUDA path; the CPU path is exact float32 (use --math fp32)",
-                        v3_math_name(r->math));
-    if (resolve_device(r, o->device)) return -1;
-    if (r->math != V3_MATH_FP32 && !r->use_cuda)
-        return v3_error("--math %s needs a CUDA GPU; none is usable here", v3_math_name(r->math));
+    if (!(r->be = backend_select(o->device, r->math))) return -1;
+    r->device_batches = r->be == &backend_cuda;
     double t_open = now_seconds();
     if (datasource_open(c->data_dir, "train", c->n_fragments, &r->train) ||
         datasource_open(c->data_dir, "val", c->n_fragments, &r->val))
         return -1;
-    r->train.use_gpu = r->val.use_gpu = r->use_cuda;
+    r->train.use_gpu = r->val.use_gpu = r->device_batches;
     v3_log("v3: data: %s; train %llu, val %llu samples (opened in %.1f s)\n", r->train.desc,
            (unsigned long long)r->train.n_samples, (unsigned long long)r->val.n_samples, now_seconds() - t_open);
     r->m = model_build(c, r->seed);
@@ -287,7 +256,7 @@ static int setup(Run *r, const TrainOpts *o, Config *c) {
 static void teardown(Run *r) {
     if (r->log) fclose(r->log);
     tb_close(r->tb);
-    gpu_model_free(r->gm);
+    step_free(r->st);
     model_free(r->m);
     loader_free(r->ld);
     datasource_close(&r->train);
@@ -368,7 +337,7 @@ static int rollback(Run *r, const TrainOpts *o, uint64_t n, const char *term, ui
     r->ld = NULL;
     CkptMeta meta;
     snprintf(p, sizeof p, "%s/latest.v3ck", r->ckdir);
-    if (checkpoint_load(p, r->m, &meta) || (r->gm && gpu_model_upload(r->gm))) return -1;
+    if (checkpoint_load(p, r->m, &meta) || step_from_host(r->st)) return -1;
     snprintf(logp, sizeof logp, "%s/log.jsonl", r->dir);
     fclose(r->log);
     truncate_log(logp, meta.step);
@@ -378,7 +347,7 @@ static int rollback(Run *r, const TrainOpts *o, uint64_t n, const char *term, ui
            "at most %d)\n", (unsigned long long)n, term, p, (unsigned long long)meta.step, r->n_skip, o->max_rollbacks);
     *step = meta.step;
     *last_val = meta.val_loss;
-    LoaderOpts lo = {&r->train, r->B, r->spe, r->seed, r->use_cuda};
+    LoaderOpts lo = {&r->train, r->B, r->spe, r->seed, r->device_batches};
     if (!(r->ld = loader_create(&lo)) || loader_start(r->ld, *step, total)) return -1;
     return 0;
 }
@@ -402,13 +371,6 @@ static int test_nan(LossTerms *L, uint64_t n) {
     return loss_nonfinite_error(L);
 }
 
-/* A non-finite gradient with a finite loss would poison the weights and surface one step late, so the rollback
- * would skip the wrong batch: check it before the update (CPU path; the device step does not expose it). */
-static int grads_finite(const Model *m) {
-    for (size_t i = 0; i < m->n_trainable; i++)
-        if (!isfinite(m->g[i])) return 0;
-    return 1;
-}
 
 static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
     const Config *c = &r->m->cfg;
@@ -418,7 +380,7 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
                         c->path, c->epochs, (unsigned long long)r->spe, (unsigned long long)total, V3_MAX_STEPS);
     double t0 = now_seconds(), last_val = r->resume_val, last_purity = NAN;
     uint64_t step0 = step;
-    LoaderOpts lo = {&r->train, r->B, r->spe, r->seed, r->use_cuda};
+    LoaderOpts lo = {&r->train, r->B, r->spe, r->seed, r->device_batches};
     if (step < total && (!(r->ld = loader_create(&lo)) || loader_start(r->ld, step, total))) return -1;
     while (step < total && !g_stop) {
         int epoch = (int)(step / r->spe);
@@ -438,12 +400,15 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
         memset(&L, 0, sizeof L);
         char term[128] = ""; /* what was non-finite, when that is why the step failed */
         int rc;
-        if (r->gm) {
-            rc = gpu_model_train_step_dev(r->gm, bt->x_dev, B, (float)lr, &L);
-        } else if ((rc = model_forward(r->m, bt->x, B, 1, &L)) == 0 && (rc = test_nan(&L, step + 1)) == 0) {
-            model_backward(r->m);
-            if (grads_finite(r->m)) {
-                model_adamw(r->m, (float)lr);
+        /* the batch is in the backend's memory when the loader put it there (bt->x_dev), else on the host */
+        const float *x = bt->x_dev ? bt->x_dev : bt->x;
+        if ((rc = step_forward(r->st, x, bt->x_dev != NULL, B, 1, VQ_TRAIN, &L)) == 0 &&
+            (rc = test_nan(&L, step + 1)) == 0) {
+            step_backward(r->st);
+            /* A non-finite gradient with a finite loss would poison the weights and surface one step late, so the
+             * rollback would skip the wrong batch: check it before the update. */
+            if (step_grads_finite(r->st)) {
+                step_adamw(r->st, (float)lr);
             } else {
                 rc = v3_error("non-finite gradient (loss %g)", L.total);
                 snprintf(term, sizeof term, "gradient");
@@ -461,10 +426,10 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
             fprintf(r->log, "{\"kind\":\"train\",\"step\":%llu,\"epoch\":%d,\"lr\":%.9e,", (unsigned long long)step,
                     epoch, lr);
             log_terms(r->log, &L);
-            fprintf(r->log, ",\"perplexity\":%.6f}\n", vq_perplexity(&r->m->vq));
+            fprintf(r->log, ",\"perplexity\":%.6f}\n", step_perplexity(r->st));
             tb_terms(r->tb, "train", (int64_t)step, &L);
             tb_scalar(r->tb, "train/lr", (int64_t)step, (float)lr);
-            tb_scalar(r->tb, "train/perplexity", (int64_t)step, (float)vq_perplexity(&r->m->vq));
+            tb_scalar(r->tb, "train/perplexity", (int64_t)step, (float)step_perplexity(r->st));
             fflush(r->log);
             double el = now_seconds() - t0, rate = (step - step0) / (el > 0 ? el : 1e-9);
             /* what matters first (a narrow terminal cuts the line): progress, loss, speed, ETA; then the terms */
@@ -501,11 +466,12 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
                 v3_log("val  epoch %d  loss %.5f  recon %.5f  codebook purity %.4f\n", epoch, last_val, V.recon,
                        purity);
             }
+            if (state_to_host(r)) return -1;
             if ((epoch + 1) % c->save_every_n_epochs == 0) {
                 CkptMeta meta = {step, r->seed, (uint32_t)(epoch + 1), last_val};
                 if (save_epoch_checkpoint(r, &meta)) return -1;
             }
-            if (save_latest(r, step, epoch + 1, last_val)) return -1; /* (on CUDA this also syncs r->m) */
+            if (save_latest(r, step, epoch + 1, last_val)) return -1;
             int ti = c->tb_images_every_n_epochs;
             if (ti > 0 && (epoch + 1) % ti == 0 && train_tb_images(r->tb, r->m, &r->val, r->seed, (int64_t)step))
                 v3_log("v3: warning: TensorBoard images: %s\n", v3_last_error());
@@ -513,7 +479,7 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
     }
     progress_break();
     if (step % r->spe != 0 || step == step0) /* mid-epoch stop (or nothing run): make the state resumable */
-        if (save_latest(r, step, (int)(step / r->spe), last_val)) return -1;
+        if (state_to_host(r) || save_latest(r, step, (int)(step / r->spe), last_val)) return -1;
     if (g_stop) {
         v3_log("v3: interrupted by signal %d at step %llu; checkpoint saved in %s (continue with --resume)\n",
                (int)g_stop, (unsigned long long)step, r->ckdir);
@@ -574,12 +540,12 @@ int train_run(const TrainOpts *o) {
     } else {
         unlink(skipp); /* rollbacks of a run that is not continued (usually there is none) */
     }
-    if (r.use_cuda && resume) {
+    if (resume) {
         char ap[1300];
         snprintf(ap, sizeof ap, "%s/conv_algos.txt", r.ckdir);
-        if (access(ap, F_OK) == 0 && cuda_conv_algos_load(ap)) { teardown(&r); return -1; }
+        if (access(ap, F_OK) == 0 && r.be->algos_load(ap)) { teardown(&r); return -1; }
     }
-    if (r.use_cuda && !(r.gm = gpu_model_create(r.m, &dev_cuda, r.B, r.math))) {
+    if (!(r.st = step_create(r.m, r.be, r.B * c.n_fragments, r.math))) {
         teardown(&r);
         return -1;
     }
@@ -595,11 +561,6 @@ int train_run(const TrainOpts *o) {
     snprintf(cpath, sizeof cpath, "%s/config.yaml", r.dir); /* what `v3 eval --run DIR` rebuilds the model from */
     if (config_save(&r.m->cfg, cpath)) { teardown(&r); return -1; }
     if (platform_write(r.dir)) { teardown(&r); return -1; }
-    if (!r.use_cuda) {
-        char pl[512];
-        platform_describe(pl, sizeof pl);
-        v3_log("v3: CPU math: %s (a run is bit-reproducible with the same binary, kernels and thread count)\n", pl);
-    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

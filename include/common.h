@@ -23,7 +23,7 @@ const char *v3_last_error(void);
 void v3_clear_error(void);
 
 /* Fatal internal errors (bugs, out of memory): print file:line and abort the process. */
-void v3_fatal_at(const char *file, int line, const char *fmt, ...) V3_PRINTF(3, 4);
+void v3_fatal_at(const char *file, int line, const char *fmt, ...) V3_PRINTF(3, 4) __attribute__((noreturn));
 #define V3_FATAL(...) v3_fatal_at(__FILE__, __LINE__, __VA_ARGS__)
 
 void *xmalloc(size_t n);          /* never returns NULL */

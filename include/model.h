@@ -39,14 +39,12 @@ typedef struct {
 
 typedef enum { ST_STEM, ST_BLOCK, ST_UPSAMPLE, ST_OUTCONV } StageKind;
 typedef struct { ConvGeom g; size_t w, b; int transposed; } ConvL;
-typedef struct { int C; size_t g, b, rm, rv; float *mean, *invstd; } BnL;
+typedef struct { int C; size_t g, b, rm, rv; } BnL;
 typedef struct {
     StageKind kind;
     int cin, H, W, cout, Ho, Wo, uh, uw, has_sc;
     ConvL c0, c1, sc;
     BnL n0, n1, nsc;
-    const float *x;                       /* input seen in the last forward */
-    float *a0, *bn0, *g0, *a1, *s, *sa, *y; /* activations [N, ...] */
 } Stage;
 
 typedef struct { double total, recon, commit, content, style, sample, fragment, Fc, Sc, Fs, Ss; } LossTerms;
@@ -70,25 +68,21 @@ typedef struct {
     Rng rng;                /* VQ k-means and dead-code draws */
     V3LossCfg loss;
     int tie_pytorch;        /* loss_config.tie_gradient == "pytorch" */
-    /* activations for the current batch size */
-    int N, B, n;
-    float *x_in, *h, *hg, *hc, *hs, *zc, *zs, *q, *dcp, *dsp, *cat, *p0, *p0g, *xhat;
-    int *ind;
-    float *pool[4]; size_t pool_n;
-    float *gzc, *gzs, *tmp_c, *tmp_s;
-    float *q_ste;           /* the straight-through value z_c + (q - z_c) in float32 (tie_gradient pytorch) */
-    const float *q_stats;   /* the q the V3 statistics saw in the last forward: q_ste in training with
-                               tie_gradient pytorch, else q (PyTorch's eval-mode VQ returns the codewords) */
-    LossTerms last;
-    V3Stats last_stats;
-    int last_train;
+    /* The model's own step on the host (model_forward and the calls below; host/model_api.c) */
+    const struct Backend *host_backend; /* cpu unless set otherwise */
+    struct Step *host_step;
+    /* Host views of the last model_forward or model_encode: N fragments, zc, q, zs [N, d], ind [N], xhat [N, C, H, W]
+     * (a forward only). Valid until the next call. */
+    int N;
+    const float *zc, *q, *zs, *xhat;
+    const int *ind;
     long adam_t;            /* AdamW steps taken */
 } Model;
 
 /* Build from a config: architecture, parameter table, PyTorch-default initialisation from `seed`. */
 Model *model_build(const Config *c, uint64_t seed);
 void model_free(Model *m);
-/* Bytes of the activation buffers a CPU step over N fragments allocates (a model with none allocated yet). */
+/* Bytes of the activation buffers the host step allocates for N fragments (step_estimate_bytes). */
 size_t model_activation_bytes(Model *m, int N);
 /* Print the parameter count (total, encoder, decoder, and without the unused bn_c/bn_s). */
 void model_print_info(const Model *m, FILE *f);
@@ -115,9 +109,7 @@ void model_backward(Model *m);
 /* One AdamW step over the trainable parameters with learning rate lr. */
 void model_adamw(Model *m, float lr);
 
-/* Test hook: when not NULL, the quantiser output is replaced by zc + model_test_q_offset (fixed) and the
- * commitment loss uses the fixed codewords model_test_q_const, so finite differences of the whole model see
- * exactly the straight-through gradient and no assignment can flip under a perturbation. */
+/* Test hooks of the step (step.h). */
 extern const float *model_test_q_offset;
 extern const float *model_test_q_const;
 #endif

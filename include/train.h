@@ -1,4 +1,4 @@
-/* `v3 train`: the training loop (CPU, or the device model of gpu_model.h on a CUDA GPU) with validation, logging, best-k checkpoints and exact resume. */
+/* `v3 train`: the training loop (CPU, or the device model of step.h on a CUDA GPU) with validation, logging, best-k checkpoints and exact resume. */
 #ifndef V3_TRAIN_H
 #define V3_TRAIN_H
 #include <stdint.h>

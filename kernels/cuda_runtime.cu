@@ -128,9 +128,9 @@ void *v3cu_scratch(size_t bytes) {
     return g_scratch;
 }
 
-extern "C" void cuda_scratch_reserve(size_t bytes) { (void)v3cu_scratch(bytes); }
+extern "C" void cuda_reserve_scratch(size_t bytes) { (void)v3cu_scratch(bytes); }
 
-extern "C" void *cuda_malloc_or_die(size_t bytes) {
+extern "C" void *cuda_alloc(size_t bytes) {
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
     if (e != cudaSuccess || !p) {

@@ -544,7 +544,7 @@ static void describe(CudaConv *c) {
         snprintf(c->desc + len, sizeof c->desc - len, "; workspace %.2f MiB", c->need / 1048576.0);
 }
 
-extern "C" CudaConv *cuda_conv_plan(const ConvGeom *g, int transposed, int N, int H, int W, V3Math math) {
+extern "C" void *cuda_conv_plan(const ConvGeom *g, int transposed, int N, int H, int W, V3Math math) {
     if (!g) {
         v3_error("cuda_conv_plan: no geometry");
         return NULL;
@@ -618,7 +618,8 @@ extern "C" CudaConv *cuda_conv_plan(const ConvGeom *g, int transposed, int N, in
     return c;
 }
 
-extern "C" void cuda_conv_destroy(CudaConv *c) {
+extern "C" void cuda_conv_destroy(void *c_) {
+    CudaConv *c = (CudaConv *)c_;
     if (!c) return;
     plan_free(c);
     if (--g_nplans == 0 && g_ws) {
@@ -658,7 +659,8 @@ static void run_BF(const CudaConv *c, const void *in, const void *out, const flo
     checked(c, do_BF(c, in, out, beta, dw, ws_ptr(c)), "cudnnConvolutionBackwardFilter", __LINE__);
 }
 
-extern "C" void cuda_conv_fwd(const CudaConv *c, const float *x, const float *w, const float *b, float *y) {
+extern "C" void cuda_conv_fwd(const void *c_, const float *x, const float *w, const float *b, float *y) {
+    const CudaConv *c = (const CudaConv *)c_;
     check_plan(c, "cuda_conv_fwd");
     size_t HWo = (size_t)c->Ho * c->Wo;
     if (c->dtype == CUDNN_DATA_BFLOAT16) {
@@ -682,8 +684,9 @@ extern "C" void cuda_conv_fwd(const CudaConv *c, const float *x, const float *w,
     if (b) cuda_bias_add(c->N, c->g.cout, (int)HWo, y, b);
 }
 
-extern "C" void cuda_conv_bwd(const CudaConv *c, const float *x, const float *w, const float *dy, float *dx, float *dw,
+extern "C" void cuda_conv_bwd(const void *c_, const float *x, const float *w, const float *dy, float *dx, float *dw,
                               float *db) {
+    const CudaConv *c = (const CudaConv *)c_;
     check_plan(c, "cuda_conv_bwd");
     size_t HWo = (size_t)c->Ho * c->Wo;
     if (db) cuda_bias_grad(c->N, c->g.cout, (int)HWo, dy, db);
@@ -721,7 +724,7 @@ extern "C" void cuda_conv_bwd(const CudaConv *c, const float *x, const float *w,
  * One line per shape: "v3conv1 transposed cin cout kh kw sh sw ph pw N H W math  algo mathtype ws  x3". */
 #define ALGO_MAGIC "v3conv1"
 
-extern "C" int cuda_conv_algos_save(const char *path) {
+extern "C" int cuda_algos_save(const char *path) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
@@ -739,7 +742,7 @@ extern "C" int cuda_conv_algos_save(const char *path) {
     return 0;
 }
 
-extern "C" int cuda_conv_algos_load(const char *path) {
+extern "C" int cuda_algos_load(const char *path) {
     FILE *f = fopen(path, "r");
     if (!f) return v3_error("%s: cannot read the cuDNN algorithm choices", path);
     char line[512];

@@ -125,7 +125,7 @@ __global__ void sum_partials_kernel(int m, const double *__restrict__ part, doub
 }
 
 /* The mean into device memory, no synchronisation (the training step reads it with its other scalars). */
-extern "C" void cuda_mse_fwd_dev(size_t n, const float *a, const float *b, double *out) {
+extern "C" void cuda_mse_fwd(size_t n, const float *a, const float *b, double *out) {
     size_t g = (n + V3CU_BLOCK - 1) / V3CU_BLOCK;
     int blocks = g > MSE_MAX_BLOCKS ? MSE_MAX_BLOCKS : (g ? (int)g : 1);
     double *part = (double *)v3cu_scratch(MSE_MAX_BLOCKS * sizeof(double));
@@ -136,10 +136,10 @@ extern "C" void cuda_mse_fwd_dev(size_t n, const float *a, const float *b, doubl
     CUDA_CHECK_LAUNCH();
 }
 
-extern "C" double cuda_mse_fwd(size_t n, const float *a, const float *b) {
+extern "C" double cuda_mse_value(size_t n, const float *a, const float *b) {
     if (!n) return NAN; /* mean of nothing, as the CPU reference (0/0) */
     double *res = (double *)v3cu_scratch((MSE_MAX_BLOCKS + 1) * sizeof(double)) + MSE_MAX_BLOCKS;
-    cuda_mse_fwd_dev(n, a, b, res);
+    cuda_mse_fwd(n, a, b, res);
     double mean = 0;
     cudaStream_t s = v3cu_stream();
     CUDA_CHECK(cudaMemcpyAsync(&mean, res, sizeof mean, cudaMemcpyDeviceToHost, s));

@@ -60,7 +60,7 @@ extern "C" {
 #define V3S_NOUT 16                   /* the output block: 10 stats, 5 backward coefficients, 1 spare */
 #define V3S_SETS 4
 
-/* Output block layout: [0..9] as cuda_v3_stats_dev documents, then the backward coefficients. */
+/* Output block layout: [0..9] as cuda_v3_stats documents, then the backward coefficients. */
 enum { O_FC = 0, O_SC, O_FS, O_SS, O_SSS, O_CONTENT, O_STYLE, O_SAMPLE, O_FRAGMENT, O_WEIGHTED,
        C_FC = 10, /* per-pair factor of the within-sample zc/q terms: 0.5*dFc/B * 2/(n(n-1)) */
        C_SC,      /* per-pair factor of the content group means:       0.5*dSc * 2/(nB(nB-1)) */
@@ -368,7 +368,7 @@ __global__ void __launch_bounds__(V3S_THREADS) v3s_backward_kernel(V3Args a, flo
 
 static size_t v3s_round(size_t n) { return (n + 31) & ~(size_t)31; } /* 256-byte aligned sub-arrays */
 
-extern "C" CudaV3 *cuda_v3_create(const V3LossCfg *cfg, int B, int n, int dc, int ds) {
+extern "C" void *cuda_v3_create(const V3LossCfg *cfg, int B, int n, int dc, int ds) {
     if (!cfg) {
         v3_error("cuda_v3_create: no loss configuration");
         return NULL;
@@ -457,7 +457,7 @@ extern "C" CudaV3 *cuda_v3_create(const V3LossCfg *cfg, int B, int n, int dc, in
     }
     const size_t o_rows = off;
     if (global_rows) off += (size_t)k2 * tile * Gmax;
-    w->ws = (double *)cuda_malloc_or_die(off * sizeof(double));
+    w->ws = (double *)cuda_alloc(off * sizeof(double));
     a->out = w->ws + o_out;
     a->mpdw = w->ws + o_mpdw;
     a->invw = w->ws + o_invw;
@@ -476,7 +476,8 @@ extern "C" CudaV3 *cuda_v3_create(const V3LossCfg *cfg, int B, int n, int dc, in
     return w;
 }
 
-extern "C" void cuda_v3_destroy(CudaV3 *w) {
+extern "C" void cuda_v3_destroy(void *w_) {
+    CudaV3 *w = (CudaV3 *)w_;
     if (!w) return;
     cuda_free(w->ws);
     free(w);
@@ -490,7 +491,8 @@ static V3Args v3s_args(const CudaV3 *w, const float *zc, const float *q, const f
     return a;
 }
 
-extern "C" void cuda_v3_forward(CudaV3 *w, const float *zc, const float *q, const float *zs) {
+extern "C" void cuda_v3_forward(void *w_, const float *zc, const float *q, const float *zs) {
+    CudaV3 *w = (CudaV3 *)w_;
     const V3Args a = v3s_args(w, zc, q, zs);
     cudaStream_t st = v3cu_stream();
     v3s_sample_kernel<<<w->k1_blocks, V3S_K1_THREADS, 0, st>>>(a);
@@ -501,8 +503,9 @@ extern "C" void cuda_v3_forward(CudaV3 *w, const float *zc, const float *q, cons
     CUDA_CHECK_LAUNCH();
 }
 
-extern "C" void cuda_v3_backward(CudaV3 *w, const float *zc, const float *q, const float *zs, float *gzc,
+extern "C" void cuda_v3_backward(void *w_, const float *zc, const float *q, const float *zs, float *gzc,
                                  float *gzs) {
+    CudaV3 *w = (CudaV3 *)w_;
     if (!gzc && !gzs) return;
     const V3Args a = v3s_args(w, zc, q, zs);
     const dim3 grid((unsigned)w->B, 2, w->bwd_chunks);
@@ -510,4 +513,4 @@ extern "C" void cuda_v3_backward(CudaV3 *w, const float *zc, const float *q, con
     CUDA_CHECK_LAUNCH();
 }
 
-extern "C" const double *cuda_v3_stats_dev(const CudaV3 *w) { return w->a.out; }
+extern "C" const double *cuda_v3_stats(const void *w) { return ((const CudaV3 *)w)->a.out; }

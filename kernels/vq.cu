@@ -857,7 +857,7 @@ static SmallkArgs smallk_args(const CudaVq *w, int N, const float *x, const floa
 
 static int chunks_of(int N) { return (N + VQ_SORT_CHUNK - 1) / VQ_SORT_CHUNK; }
 
-extern "C" CudaVq *cuda_vq_create(int K, int d, int N_max) {
+extern "C" void *cuda_vq_create(int K, int d, int N_max) {
     if (K < 1 || d < 1 || N_max < 0) {
         v3_error("cuda_vq_create: bad shape K = %d, d = %d, N_max = %d", K, d, N_max);
         return NULL;
@@ -900,34 +900,34 @@ extern "C" CudaVq *cuda_vq_create(int K, int d, int N_max) {
 
     const size_t kd = (size_t)K * d;
     const size_t slots = w->fused_ok ? (size_t)w->nb_cap : 1;
-    w->pcommit = (double *)cuda_malloc_or_die(VQ_MAX_BLOCKS * sizeof(double));
-    w->counter = (unsigned *)cuda_malloc_or_die(sizeof(unsigned));
-    w->pcnt = (int *)cuda_malloc_or_die(slots * K * sizeof(int));
-    w->psum = (double *)cuda_malloc_or_die(slots * kd * sizeof(double));
-    w->cnt = (int *)cuda_malloc_or_die((size_t)K * sizeof(int));
-    w->nk = (double *)cuda_malloc_or_die((size_t)K * sizeof(double));
-    w->cnorm = (float *)cuda_malloc_or_die((size_t)K * sizeof(float));
+    w->pcommit = (double *)cuda_alloc(VQ_MAX_BLOCKS * sizeof(double));
+    w->counter = (unsigned *)cuda_alloc(sizeof(unsigned));
+    w->pcnt = (int *)cuda_alloc(slots * K * sizeof(int));
+    w->psum = (double *)cuda_alloc(slots * kd * sizeof(double));
+    w->cnt = (int *)cuda_alloc((size_t)K * sizeof(int));
+    w->nk = (double *)cuda_alloc((size_t)K * sizeof(double));
+    w->cnorm = (float *)cuda_alloc((size_t)K * sizeof(float));
     size_t gr = VQ_GEMM_BUF_FLOATS / (size_t)K;
     if (gr < 1) gr = 1;
     if (gr > (size_t)(N_max > 0 ? N_max : 1)) gr = (size_t)(N_max > 0 ? N_max : 1);
     w->gemm_rows = (int)gr;
-    w->gbuf = (float *)cuda_malloc_or_die(gr * K * sizeof(float));
+    w->gbuf = (float *)cuda_alloc(gr * K * sizeof(float));
 
     const size_t nmax = (size_t)(N_max > 0 ? N_max : 1);
-    w->keys_sorted = (unsigned *)cuda_malloc_or_die(nmax * sizeof(unsigned));
-    w->rows_sorted = (int *)cuda_malloc_or_die(nmax * sizeof(int));
-    w->iota = (int *)cuda_malloc_or_die(nmax * sizeof(int));
-    w->off = (int *)cuda_malloc_or_die(((size_t)K + 1) * sizeof(int));
+    w->keys_sorted = (unsigned *)cuda_alloc(nmax * sizeof(unsigned));
+    w->rows_sorted = (int *)cuda_alloc(nmax * sizeof(int));
+    w->iota = (int *)cuda_alloc(nmax * sizeof(int));
+    w->off = (int *)cuda_alloc(((size_t)K + 1) * sizeof(int));
     const size_t nch = (size_t)chunks_of((int)nmax);
-    w->pfirst = (double *)cuda_malloc_or_die(nch * d * sizeof(double));
-    w->plast = (double *)cuda_malloc_or_die(nch * d * sizeof(double));
+    w->pfirst = (double *)cuda_alloc(nch * d * sizeof(double));
+    w->plast = (double *)cuda_alloc(nch * d * sizeof(double));
     w->sort_bits = 1;
     while (w->sort_bits < 31 && (1u << w->sort_bits) < (unsigned)K) w->sort_bits++;
     w->cub_bytes = 0;
     CUDA_CHECK(cub::DeviceRadixSort::SortPairs((void *)NULL, w->cub_bytes, (const unsigned *)NULL,
                                                (unsigned *)NULL, (const int *)NULL, (int *)NULL, (int)nmax, 0,
                                                w->sort_bits, v3cu_stream()));
-    w->cub_tmp = cuda_malloc_or_die(w->cub_bytes);
+    w->cub_tmp = cuda_alloc(w->cub_bytes);
 
     cudaStream_t st = v3cu_stream();
     CUDA_CHECK(cudaMemsetAsync(w->counter, 0, sizeof(unsigned), st));
@@ -940,7 +940,8 @@ extern "C" CudaVq *cuda_vq_create(int K, int d, int N_max) {
     return w;
 }
 
-extern "C" void cuda_vq_destroy(CudaVq *w) {
+extern "C" void cuda_vq_destroy(void *w_) {
+    CudaVq *w = (CudaVq *)w_;
     if (!w) return;
     CUDA_CHECK(cudaStreamSynchronize(v3cu_stream()));
     cuda_free(w->pcommit);
@@ -1024,8 +1025,9 @@ static void sort_stats(CudaVq *w, int N, const float *x, const int *ind) {
 
 /* ---- API ---- */
 
-extern "C" void cuda_vq_search(CudaVq *w, int N, const float *x, const float *embed, int *ind, float *q,
+extern "C" void cuda_vq_search(void *w_, int N, const float *x, const float *embed, int *ind, float *q,
                                double *commit_sum) {
+    CudaVq *w = (CudaVq *)w_;
     if (!w) V3_FATAL("cuda_vq_search: NULL workspace");
     if (N < 0 || N > w->N_max) V3_FATAL("cuda_vq_search: N = %d outside [0, N_max = %d]", N, w->N_max);
     cudaStream_t st = v3cu_stream();
@@ -1059,7 +1061,8 @@ extern "C" void cuda_vq_search(CudaVq *w, int N, const float *x, const float *em
     w->last_nb = 1;
 }
 
-extern "C" void cuda_vq_ema(CudaVq *w, float decay, float *embed, float *embed_avg, float *cluster_size) {
+extern "C" void cuda_vq_ema(void *w_, float decay, float *embed, float *embed_avg, float *cluster_size) {
+    CudaVq *w = (CudaVq *)w_;
     if (!w) V3_FATAL("cuda_vq_ema: NULL workspace");
     if (w->last_nb < 1) V3_FATAL("cuda_vq_ema: no cuda_vq_search has run on this workspace");
     cudaStream_t st = v3cu_stream();
@@ -1072,8 +1075,9 @@ extern "C" void cuda_vq_ema(CudaVq *w, float decay, float *embed, float *embed_a
     CUDA_CHECK_LAUNCH();
 }
 
-extern "C" void cuda_vq_revive(CudaVq *w, int ndead, const int *dead, const int *rows, const float *x,
+extern "C" void cuda_vq_revive(void *w_, int ndead, const int *dead, const int *rows, const float *x,
                                float threshold, float *embed, float *embed_avg, float *cluster_size) {
+    CudaVq *w = (CudaVq *)w_;
     if (!w) V3_FATAL("cuda_vq_revive: NULL workspace");
     if (ndead <= 0) return;
     const int K = w->K, d = w->d;

@@ -1,15 +1,16 @@
-/* The GPU training step's orchestration (host/gpu_model.c) on the emulated device (host/devops_emu.c, every op
- * the CPU reference) against the plain CPU model (host/model_step.c): same seed, same batches, so every loss
- * term, every parameter and every codebook entry must agree bit for bit, through k-means initialisation,
- * EMA updates, dead-code revivals, BatchNorm running statistics, eval forwards and AdamW. A mismatch here is an
- * orchestration bug (wrong buffer, stride, op order or state handling) in the code the CUDA path runs. */
+/* The step (host/step.c) on the emulated device (backend emu: the reference ops behind a separate memory, so the
+ * step keeps its own copy of the state and moves it as on CUDA) against the same step on the host Model's own
+ * buffers (model_forward, backend cpu): same seed, same batches, so every loss term, every parameter and every
+ * codebook entry must agree bit for bit, through k-means initialisation, EMA updates, dead-code revivals,
+ * BatchNorm running statistics, eval forwards and AdamW. A mismatch here is a bug in the data movement the CUDA
+ * backend runs (uploads, downloads, host copies of the counts, device-resident input). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
 #include "config.h"
-#include "gpu_model.h"
+#include "step.h"
 #include "model.h"
 #include "testing.h"
 
@@ -33,8 +34,8 @@ static long first_diff(const float *a, const float *b, size_t n) {
 static int run_case(Config *c, int B, int steps, unsigned long long seed) {
     Model *cpu = model_build(c, 7), *dev = model_build(c, 7);
     CHECK(cpu && dev, "model_build: %s", v3_last_error());
-    GpuModel *g = gpu_model_create(dev, &dev_emu, B, V3_MATH_FP32);
-    CHECK(g, "gpu_model_create: %s", v3_last_error());
+    Step *g = step_create(dev, &backend_emu, B * dev->cfg.n_fragments, V3_MATH_FP32);
+    CHECK(g, "step_create: %s", v3_last_error());
     size_t frag = (size_t)cpu->arch.C * cpu->arch.H * cpu->arch.W, N = (size_t)B * c->n_fragments;
     float *x = falloc(frag * N), *xd = falloc(frag * N);
     int revived = 0;
@@ -52,22 +53,22 @@ static int run_case(Config *c, int B, int steps, unsigned long long seed) {
         if (s % 2) {
             memcpy(xd, x, sizeof(float) * frag * N);
             poison(x, frag * N);
-            CHECK(gpu_model_train_step_dev(g, xd, b, 1e-3f, &Lg) == 0, "device step (dev input): %s", v3_last_error());
+            CHECK(step_train(g, xd, 1, b, 1e-3f, &Lg) == 0, "device step (dev input): %s", v3_last_error());
             memcpy(x, xd, sizeof(float) * frag * N);
         } else {
-            CHECK(gpu_model_train_step(g, x, b, 1e-3f, &Lg) == 0, "device step: %s", v3_last_error());
+            CHECK(step_train(g, x, 0, b, 1e-3f, &Lg) == 0, "device step: %s", v3_last_error());
         }
         if (!same_terms(&Lc, &Lg)) {
             print_terms("cpu   ", &Lc);
             print_terms("device", &Lg);
             CHECK(0, "step %d: loss terms differ", s);
         }
-        /* the host mirror of the counts (perplexity log, dead-code decisions) follows the device */
-        long dk = first_diff(cpu->vq.cluster_size, dev->vq.cluster_size, (size_t)cpu->vq.K);
-        CHECK(dk < 0, "step %d: host mirror of cluster_size differs at code %ld", s, dk);
+        /* the step's host copy of the counts (perplexity log, dead-code decisions) follows the device */
+        CHECK(step_perplexity(g) == vq_perplexity(&cpu->vq), "step %d: perplexity %.9g, host model %.9g", s,
+              step_perplexity(g), vq_perplexity(&cpu->vq));
         for (int k = 0; k < cpu->vq.K; k++) revived += cpu->vq.cluster_size[k] == (float)c->threshold_ema_dead_code;
     }
-    CHECK(gpu_model_download(g) == 0, "download: %s", v3_last_error());
+    CHECK(step_to_host(g) == 0, "download: %s", v3_last_error());
     long d;
     CHECK((d = first_diff(cpu->p, dev->p, cpu->n_params)) < 0, "parameters differ at %ld", d);
     CHECK((d = first_diff(cpu->m, dev->m, cpu->n_trainable)) < 0, "AdamW m differs at %ld", d);
@@ -80,26 +81,26 @@ static int run_case(Config *c, int B, int steps, unsigned long long seed) {
     CHECK(cpu->adam_t == dev->adam_t, "adam steps %ld vs %ld", cpu->adam_t, dev->adam_t);
     /* eval forward: losses and codeword indices */
     LossTerms Lc, Lg;
-    CHECK(model_forward(cpu, x, B, 0, &Lc) == 0 && gpu_model_forward(g, x, B, 0, &Lg) == 0, "eval: %s",
+    CHECK(model_forward(cpu, x, B, 0, &Lc) == 0 && step_forward(g, x, 0, B, 0, VQ_EVAL, &Lg) == 0, "eval: %s",
           v3_last_error());
     if (!same_terms(&Lc, &Lg)) {
         print_terms("cpu   ", &Lc);
         print_terms("device", &Lg);
         CHECK(0, "eval loss terms differ");
     }
-    CHECK(!memcmp(cpu->ind, gpu_model_indices(g), sizeof(int) * N), "eval codeword indices differ");
+    CHECK(!memcmp(cpu->ind, step_indices(g), sizeof(int) * N), "eval codeword indices differ");
     /* gradients of one more training forward/backward */
     float *gd = falloc(cpu->n_params);
-    CHECK(model_forward(cpu, x, B, 1, &Lc) == 0 && gpu_model_forward(g, x, B, 1, &Lg) == 0, "fwd: %s", v3_last_error());
+    CHECK(model_forward(cpu, x, B, 1, &Lc) == 0 && step_forward(g, x, 0, B, 1, VQ_TRAIN, &Lg) == 0, "fwd: %s", v3_last_error());
     model_backward(cpu);
-    gpu_model_backward(g);
-    CHECK(gpu_model_read_grads(g, gd) == 0, "read grads: %s", v3_last_error());
+    step_backward(g);
+    CHECK(step_read_grads(g, gd) == 0, "read grads: %s", v3_last_error());
     CHECK((d = first_diff(cpu->g, gd, cpu->n_params)) < 0, "gradients differ at %ld", d);
     if (c->threshold_ema_dead_code > 0) CHECK(revived > 0, "no dead code was revived; the case does not test revival");
     ffree(gd);
     ffree(x);
     ffree(xd);
-    gpu_model_free(g);
+    step_free(g);
     model_free(cpu);
     model_free(dev);
     return 0;

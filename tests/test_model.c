@@ -7,6 +7,7 @@
 #include "common.h"
 #include "config.h"
 #include "model.h"
+#include "step.h"
 #include "testing.h"
 
 static void tiny_config(Config *c) {
@@ -277,17 +278,21 @@ TEST(model_tie_gradient_pytorch_vs_zero) {
         Model *m = mm[k] = model_build(&c, 42);
         CHECK(model_forward(m, x, 4, 1, &L[k]) == 0, "forward: %s", v3_last_error());
         int N = m->N, dc = m->dc;
-        wired &= m->q_stats == (k ? m->q : m->q_ste);
+        StepInternals in;
+        step_internals(m->host_step, &in);
+        wired &= in.q_stats == (k ? in.q : in.q_ste);
         if (!k)
             for (int i = 0; i < N; i++)
                 for (int j = i + 1; j < N && j / 3 == i / 3; j++) ties += m->ind[i] == m->ind[j];
         model_backward(m);
         gzc[k] = falloc((size_t)N * dc);
-        memcpy(gzc[k], m->gzc, sizeof(float) * N * dc);
+        step_internals(m->host_step, &in);
+        memcpy(gzc[k], in.gzc, sizeof(float) * N * dc);
         grad[k] = falloc(m->n_params);
         memcpy(grad[k], m->g, sizeof(float) * m->n_params);
         CHECK(model_forward(m, x, 4, 0, &E[k]) == 0, "eval forward: %s", v3_last_error());
-        wired &= m->q_stats == m->q;
+        step_internals(m->host_step, &in);
+        wired &= in.q_stats == in.q;
     }
     size_t nz = (size_t)mm[0]->N * mm[0]->dc;
     double dz = 0, z = 0, dg = 0;

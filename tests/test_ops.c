@@ -41,8 +41,8 @@ static void conv_ctx(ConvCtx *c, int transposed, ConvGeom g, int N, int H, int W
 static void conv_free(ConvCtx *c) { ffree(c->x); ffree(c->w); ffree(c->b); ffree(c->y); ffree(c->r); }
 
 static void conv_run(ConvCtx *c) {
-    if (c->transposed) cpu_convT2d_fwd(&c->g, c->N, c->H, c->W, c->x, c->w, c->b, c->y);
-    else cpu_conv2d_fwd(&c->g, c->N, c->H, c->W, c->x, c->w, c->b, c->y);
+    if (c->transposed) ref_convT2d_fwd(&c->g, c->N, c->H, c->W, c->x, c->w, c->b, c->y);
+    else ref_conv2d_fwd(&c->g, c->N, c->H, c->W, c->x, c->w, c->b, c->y);
 }
 
 static double conv_loss(void *p) {
@@ -136,15 +136,15 @@ static int conv_grad_check(int transposed, ConvGeom g, int N, int H, int W, unsi
     float *dx = falloc(c.nx), *dw = falloc(c.nw), *db = falloc(g.cout);
     poison(dx, c.nx);
     conv_run(&c);
-    if (transposed) cpu_convT2d_bwd(&g, N, H, W, c.x, c.w, c.r, dx, dw, db);
-    else cpu_conv2d_bwd(&g, N, H, W, c.x, c.w, c.r, dx, dw, db);
+    if (transposed) ref_convT2d_bwd(&g, N, H, W, c.x, c.w, c.r, dx, dw, db);
+    else ref_conv2d_bwd(&g, N, H, W, c.x, c.w, c.r, dx, dw, db);
     double ex = fd_rel_error(conv_loss, &c, c.x, dx, c.nx, 300, 1e-2);
     double ew = fd_rel_error(conv_loss, &c, c.w, dw, c.nw, 300, 1e-2);
     double eb = fd_rel_error(conv_loss, &c, c.b, db, g.cout, 300, 1e-2);
     /* parameter gradients accumulate: a second backward doubles them */
     float dw0 = dw[0];
-    if (transposed) cpu_convT2d_bwd(&g, N, H, W, c.x, c.w, c.r, NULL, dw, db);
-    else cpu_conv2d_bwd(&g, N, H, W, c.x, c.w, c.r, NULL, dw, db);
+    if (transposed) ref_convT2d_bwd(&g, N, H, W, c.x, c.w, c.r, NULL, dw, db);
+    else ref_conv2d_bwd(&g, N, H, W, c.x, c.w, c.r, NULL, dw, db);
     double acc = fabs(dw[0] - 2 * dw0) / (1e-6 + fabs(dw0));
     conv_free(&c); ffree(dx); ffree(dw); ffree(db);
     CHECK(ex < 2e-3 && ew < 2e-3 && eb < 2e-3, "relative FD error dx %.3g dw %.3g db %.3g", ex, ew, eb);
@@ -163,7 +163,7 @@ typedef struct { int N, C, HW; float *x, *gm, *bt, *y, *mean, *is, *r; } BnCtx;
 
 static double bn_loss(void *p) {
     BnCtx *b = p;
-    cpu_bn2d_fwd_train(b->N, b->C, b->HW, b->x, b->gm, b->bt, b->y, b->mean, b->is, NULL, NULL, 0.1f, 1e-5f);
+    ref_bn2d_fwd_train(b->N, b->C, b->HW, b->x, b->gm, b->bt, b->y, b->mean, b->is, NULL, NULL, 0.1f, 1e-5f);
     return dot(b->y, b->r, (size_t)b->N * b->C * b->HW);
 }
 
@@ -174,7 +174,7 @@ TEST(ops_bn_train_forward_stats_and_running) {
     float rm[3] = {0, 0, 0}, rv[3] = {1, 1, 1};
     fill_uniform(x, n, 5, -2, 3);
     poison(y, n);
-    cpu_bn2d_fwd_train(N, C, HW, x, g, b, y, mean, is, rm, rv, 0.1f, 1e-5f);
+    ref_bn2d_fwd_train(N, C, HW, x, g, b, y, mean, is, rm, rv, 0.1f, 1e-5f);
     for (int c = 0; c < C; c++) {
         double s = 0, ss = 0, xs = 0, xss = 0;
         for (int i = 0; i < N; i++)
@@ -191,7 +191,7 @@ TEST(ops_bn_train_forward_stats_and_running) {
               0.9 + 0.1 * xvar_u);
     }
     /* eval mode uses the running statistics */
-    cpu_bn2d_fwd_eval(N, C, HW, x, g, b, y, rm, rv, 1e-5f);
+    ref_bn2d_fwd_eval(N, C, HW, x, g, b, y, rm, rv, 1e-5f);
     double want = g[1] * (x[HW] - rm[1]) / sqrt(rv[1] + 1e-5) + b[1];
     CHECK(fabs(y[HW] - want) < 1e-5, "eval output %.7f want %.7f", y[HW], want);
     ffree(x); ffree(y);
@@ -210,7 +210,7 @@ TEST(ops_bn_backward_fd) {
     float *dx = falloc(n), dg[4] = {0}, dbt[4] = {0};
     poison(dx, n);
     bn_loss(&b);
-    cpu_bn2d_bwd(b.N, b.C, b.HW, b.x, b.gm, b.mean, b.is, b.r, dx, dg, dbt);
+    ref_bn2d_bwd(b.N, b.C, b.HW, b.x, b.gm, b.mean, b.is, b.r, dx, dg, dbt);
     double ex = fd_rel_error(bn_loss, &b, b.x, dx, n, 400, 1e-3);
     double eg = fd_rel_error(bn_loss, &b, b.gm, dg, 4, 10, 1e-3);
     double eb = fd_rel_error(bn_loss, &b, b.bt, dbt, 4, 10, 1e-3);
@@ -223,13 +223,13 @@ TEST(ops_bn_backward_fd) {
 typedef struct { size_t n; float *x, *y, *r; } ElemCtx;
 static double gelu_loss(void *p) {
     ElemCtx *c = p;
-    cpu_gelu_fwd(c->n, c->x, c->y);
+    ref_gelu_fwd(c->n, c->x, c->y);
     return dot(c->y, c->r, c->n);
 }
 
 TEST(ops_gelu_exact_erf_values_and_fd) {
     float x[5] = {-3, -1, 0, 1, 2.5f}, y[5];
-    cpu_gelu_fwd(5, x, y);
+    ref_gelu_fwd(5, x, y);
     double want[5] = {-0.00404969409489, -0.15865525393146, 0, 0.84134474606854, 2.48447583668556};
     for (int i = 0; i < 5; i++) CHECK(fabs(y[i] - want[i]) < 2e-7, "gelu(%g) = %.9f want %.9f", x[i], y[i], want[i]);
     ElemCtx c = {200};
@@ -238,7 +238,7 @@ TEST(ops_gelu_exact_erf_values_and_fd) {
     fill_uniform(c.r, c.n, 4, -1, 1);
     float *dx = falloc(c.n);
     poison(dx, c.n);
-    cpu_gelu_bwd(c.n, c.x, c.r, dx);
+    ref_gelu_bwd(c.n, c.x, c.r, dx);
     double e = fd_rel_error(gelu_loss, &c, c.x, dx, c.n, 200, 1e-3);
     ffree(c.x); ffree(c.y); ffree(c.r); ffree(dx);
     CHECK(e < 1e-3, "relative FD error %.3g", e);
@@ -248,7 +248,7 @@ TEST(ops_gelu_exact_erf_values_and_fd) {
 typedef struct { int N, in, out; float *x, *w, *b, *y, *r; } LinCtx;
 static double lin_loss(void *p) {
     LinCtx *c = p;
-    cpu_linear_fwd(c->N, c->in, c->out, c->x, c->w, c->b, c->y);
+    ref_linear_fwd(c->N, c->in, c->out, c->x, c->w, c->b, c->y);
     return dot(c->y, c->r, (size_t)c->N * c->out);
 }
 
@@ -264,7 +264,7 @@ TEST(ops_linear_forward_and_fd) {
     CHECK(fabs(c.y[4 * 3 + 2] - ref) < 1e-5, "y[4,2] = %.7f want %.7f", c.y[14], ref);
     float *dx = falloc(35), *dw = falloc(21), *db = falloc(3);
     poison(dx, 35);
-    cpu_linear_bwd(5, 7, 3, c.x, c.w, c.r, dx, dw, db);
+    ref_linear_bwd(5, 7, 3, c.x, c.w, c.r, dx, dw, db);
     double ex = fd_rel_error(lin_loss, &c, c.x, dx, 35, 100, 1e-2);
     double ew = fd_rel_error(lin_loss, &c, c.w, dw, 21, 100, 1e-2);
     double eb = fd_rel_error(lin_loss, &c, c.b, db, 3, 100, 1e-2);
@@ -276,7 +276,7 @@ TEST(ops_linear_forward_and_fd) {
 typedef struct { int fh, fw; float *x, *y, *r; } UpCtx;
 static double up_loss(void *p) {
     UpCtx *c = p;
-    cpu_upsample_fwd(2, 3, 4, 5, c->fh, c->fw, c->x, c->y);
+    ref_upsample_fwd(2, 3, 4, 5, c->fh, c->fw, c->x, c->y);
     return dot(c->y, c->r, (size_t)2 * 3 * 4 * 5 * c->fh * c->fw);
 }
 
@@ -296,7 +296,7 @@ TEST(ops_upsample_nearest_2x2_and_2x1) {
         CHECK(got == c.x[(1 * 3 + 2) * 20 + 3 * 5 + 4], "upsample (%d,%d) copies the wrong pixel", c.fh, c.fw);
         float *dx = falloc(nx);
         poison(dx, nx);
-        cpu_upsample_bwd(2, 3, 4, 5, c.fh, c.fw, c.r, dx);
+        ref_upsample_bwd(2, 3, 4, 5, c.fh, c.fw, c.r, dx);
         double e = fd_rel_error(up_loss, &c, c.x, dx, nx, 200, 1e-2);
         ffree(c.x); ffree(c.y); ffree(c.r); ffree(dx);
         CHECK(e < 1e-4, "upsample (%d,%d) relative FD error %.3g", f[t][0], f[t][1], e);
@@ -305,7 +305,7 @@ TEST(ops_upsample_nearest_2x2_and_2x1) {
 }
 
 typedef struct { size_t n; float *a, *b; } MseCtx;
-static double mse_loss(void *p) { MseCtx *c = p; return cpu_mse_fwd(c->n, c->a, c->b); }
+static double mse_loss(void *p) { MseCtx *c = p; return ref_mse(c->n, c->a, c->b); }
 
 TEST(ops_mse_forward_backward) {
     MseCtx c = {50};
@@ -317,7 +317,7 @@ TEST(ops_mse_forward_backward) {
     CHECK(fabs(mse_loss(&c) - ref / 50) < 1e-12, "mse %.12f want %.12f", mse_loss(&c), ref / 50);
     float *da = falloc(50);
     poison(da, 50);
-    cpu_mse_bwd(50, c.a, c.b, 1.0f, da);
+    ref_mse_bwd(50, c.a, c.b, 1.0f, da);
     double e = fd_rel_error(mse_loss, &c, c.a, da, 50, 50, 1e-3);
     ffree(c.a); ffree(c.b); ffree(da);
     CHECK(e < 1e-4, "relative FD error %.3g", e);
@@ -334,7 +334,7 @@ TEST(ops_adamw_matches_reference) {
     double lr = 1e-3, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1;
     for (long t = 1; t <= 5; t++) {
         fill_uniform(g, n, 100 + t, -1, 1);
-        cpu_adamw(n, p, g, m, v, (float)lr, (float)b1, (float)b2, (float)eps, (float)wd, t);
+        ref_adamw(n, p, g, m, v, (float)lr, (float)b1, (float)b2, (float)eps, (float)wd, t);
         for (size_t i = 0; i < n; i++) {
             P[i] *= 1 - lr * wd;
             M[i] = b1 * M[i] + (1 - b1) * g[i];

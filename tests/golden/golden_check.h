@@ -30,8 +30,8 @@
 
 #include "common.h"
 #include "config.h"
-#include "devops.h"
-#include "gpu_model.h"
+#include "backend.h"
+#include "step.h"
 #include "model.h"
 #include "safetensors.h"
 #include "weights_io.h"
@@ -394,54 +394,54 @@ static void gold_report(Golden *G, const char *who) {
            G->w_eval);
 }
 
-/* The same step through the device model (include/gpu_model.h) on `ops` (dev_cuda in make test-gpu, dev_emu in the
+/* The same step through the device model (include/step.h) on `ops` (backend_cuda in make test-gpu, backend_emu in the
  * CPU suite). The device model keeps its activations to itself, so the forward is checked through ind and every
  * loss term (recon covers xhat, the V3 statistics z_c, q, z_s); gradients, parameters after AdamW, BN statistics
- * and the codebook are read back (gpu_model_read_grads, gpu_model_download) and checked as on the CPU; the eval
+ * and the codebook are read back (step_read_grads, step_to_host) and checked as on the CPU; the eval
  * forward after the step through eval.ind and eval.loss.* (recon over the whole batch). 0 = pass, 1 = fail. */
-static int gold_device_step(const DevOps *ops, V3Math math, const char *who) {
+static int gold_device_step(const Backend *ops, V3Math math, const char *who) {
     Golden G;
     if (gold_open(&G)) return 1;
     Model *m = G.m;
     int B = G.B, N = G.N, bad = 0;
     float *before = falloc(m->n_params), *grads = falloc(m->n_params);
     memcpy(before, m->p, sizeof(float) * m->n_params);
-    GpuModel *g = gpu_model_create(m, ops, B, math);
+    Step *g = step_create(m, ops, B * m->cfg.n_fragments, math);
     if (!g) {
-        GOLD_LOG("    gpu_model_create: %s\n", v3_last_error());
+        GOLD_LOG("    step_create: %s\n", v3_last_error());
         gold_close(&G);
         return 1;
     }
     LossTerms L, E;
-    if (gpu_model_forward(g, G.x, B, 1, &L)) {
+    if (step_forward(g, G.x, 0, B, 1, VQ_TRAIN, &L)) {
         GOLD_LOG("    device forward: %s\n", v3_last_error());
         bad = 1;
         goto out;
     }
-    bad |= gold_cmp_ind(&G, "ind", gpu_model_indices(g), (size_t)N);
+    bad |= gold_cmp_ind(&G, "ind", step_indices(g), (size_t)N);
     bad |= gold_check_losses(&G, "loss.", &L, &G.e_loss, G.w_loss);
-    gpu_model_backward(g);
+    step_backward(g);
     for (size_t i = 0; i < m->n_params; i++) grads[i] = NAN;
-    if (gpu_model_read_grads(g, grads)) { GOLD_LOG("    %s\n", v3_last_error()); bad = 1; goto out; }
+    if (step_read_grads(g, grads)) { GOLD_LOG("    %s\n", v3_last_error()); bad = 1; goto out; }
     bad |= gold_check_grads(&G, grads);
-    gpu_model_adamw(g, (float)G.lr);
+    step_adamw(g, (float)G.lr);
     for (size_t i = 0; i < m->n_params; i++) m->p[i] = NAN; /* the download must bring every value back */
     for (size_t i = 0; i < m->n_bufs; i++) m->buf[i] = NAN;
-    if (gpu_model_download(g)) { GOLD_LOG("    %s\n", v3_last_error()); bad = 1; goto out; }
+    if (step_to_host(g)) { GOLD_LOG("    %s\n", v3_last_error()); bad = 1; goto out; }
     bad |= gold_check_adamw(&G, before, m->p, grads);
     bad |= gold_check_bn(&G, m->buf);
     bad |= gold_check_vq(&G, &m->vq);
-    if (gold_load_after(&G, m->p) || gpu_model_upload(g)) { bad = 1; goto out; }
-    if (gpu_model_forward(g, G.x, B, 0, &E)) {
+    if (gold_load_after(&G, m->p) || step_from_host(g)) { bad = 1; goto out; }
+    if (step_forward(g, G.x, 0, B, 0, VQ_EVAL, &E)) {
         GOLD_LOG("    device eval forward: %s\n", v3_last_error());
         bad = 1;
         goto out;
     }
-    bad |= gold_cmp_ind(&G, "eval.ind", gpu_model_indices(g), (size_t)N);
+    bad |= gold_cmp_ind(&G, "eval.ind", step_indices(g), (size_t)N);
     bad |= gold_check_losses(&G, "eval.loss.", &E, &G.e_eval, G.w_eval);
     gold_report(&G, who);
 out:
-    gpu_model_free(g);
+    step_free(g);
     ffree(before);
     ffree(grads);
     gold_close(&G);

@@ -36,14 +36,14 @@ int gpu_state(void) {
 /* ---- helpers ---- */
 
 float *dput(const float *h, size_t n) {
-    float *d = cuda_malloc_or_die(n * sizeof(float));
+    float *d = cuda_alloc(n * sizeof(float));
     if (cuda_h2d(d, h, n * sizeof(float))) V3_FATAL("%s", v3_last_error());
     return d;
 }
 
 /* A device buffer of NaNs (all bytes 0xFF), so anything a kernel fails to write is caught. */
 float *dnan(size_t n) {
-    float *d = cuda_malloc_or_die(n * sizeof(float));
+    float *d = cuda_alloc(n * sizeof(float));
     if (cuda_memset(d, 0xFF, n * sizeof(float))) V3_FATAL("%s", v3_last_error());
     return d;
 }
@@ -84,7 +84,7 @@ const char *gpu_desc(void) { return g_desc; }
 const char *gpu_init_error(void) { return g_init_err; }
 
 int *dput_int(const int *h, size_t n) {
-    int *d = cuda_malloc_or_die(n * sizeof(int));
+    int *d = cuda_alloc(n * sizeof(int));
     if (cuda_h2d(d, h, n * sizeof(int))) V3_FATAL("%s", v3_last_error());
     return d;
 }

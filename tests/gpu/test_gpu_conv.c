@@ -104,11 +104,11 @@ static int conv_case(const ConvCase *cc, unsigned long long seed) {
     float *yref = falloc(ny), *dxref = falloc(nx), *dwref = hcopy(dw0, nw), *dbref = hcopy(db0, nb);
     poison(yref, ny), poison(dxref, nx);
     if (T) {
-        cpu_convT2d_fwd(g, N, H, W, x, w, b, yref);
-        cpu_convT2d_bwd(g, N, H, W, x, w, dy, dxref, dwref, dbref);
+        ref_convT2d_fwd(g, N, H, W, x, w, b, yref);
+        ref_convT2d_bwd(g, N, H, W, x, w, dy, dxref, dwref, dbref);
     } else {
-        cpu_conv2d_fwd(g, N, H, W, x, w, b, yref);
-        cpu_conv2d_bwd(g, N, H, W, x, w, dy, dxref, dwref, dbref);
+        ref_conv2d_fwd(g, N, H, W, x, w, b, yref);
+        ref_conv2d_bwd(g, N, H, W, x, w, dy, dxref, dwref, dbref);
     }
     double K_y = (double)g->cin * g->kh * g->kw, K_dx = (double)g->cout * g->kh * g->kw;
     double K_dw = (double)N * (T ? (double)H * W : (double)Ho * Wo), K_db = (double)N * Ho * Wo;
@@ -323,8 +323,8 @@ static int linear_case(const LinCase *lc, unsigned long long seed) {
     float *db0 = hrand(nb, seed + 5, -1.0f, 1.0f);
     float *yref = falloc(ny), *dxref = falloc(nx), *dwref = hcopy(dw0, nw), *dbref = hcopy(db0, nb);
     poison(yref, ny), poison(dxref, nx);
-    cpu_linear_fwd(N, in, out, x, w, b, yref);
-    cpu_linear_bwd(N, in, out, x, w, dy, dxref, dwref, dbref);
+    ref_linear_fwd(N, in, out, x, w, b, yref);
+    ref_linear_bwd(N, in, out, x, w, dy, dxref, dwref, dbref);
     float *d_x = dput(x, nx), *d_w = dput(w, nw), *d_b = dput(b, nb), *d_dy = dput(dy, ny);
     float *d_y = dnan(ny), *d_dx = dnan(nx), *d_dw = dnan(nw), *d_db = dnan(nb);
     size_t nmax = nx > ny ? nx : ny;

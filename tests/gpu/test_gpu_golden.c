@@ -1,4 +1,4 @@
-/* Golden test on the GPU: one training step of the device model (host/gpu_model.c over the CUDA backend, fp32
+/* Golden test on the GPU: one training step of the device model (host/step.c over the CUDA backend, fp32
  * math) against the independent PyTorch float64 reference in tests/golden/ (tools/torch_reference.py), with the
  * tolerances of the CPU golden test (tests/golden/golden_check.h) times gold_scale = 10 for the groups that float32
  * summation order moves (cuDNN may choose FFT or Winograd convolutions in fp32 FMA math); AdamW's arithmetic bound
@@ -16,7 +16,7 @@ TEST(gpu_golden_step_matches_torch_reference) {
     CHECK(cuda_libs_load() == 0, "%s", v3_last_error());
     cuda_set_math(V3_MATH_FP32);
     gold_scale = 10.0;
-    int rc = gold_device_step(&dev_cuda, V3_MATH_FP32, "GPU fp32");
+    int rc = gold_device_step(&backend_cuda, V3_MATH_FP32, "GPU fp32");
     gold_scale = 1.0;
     CHECK(rc == 0, "the GPU step differs from the PyTorch reference (details above)");
     return 0;

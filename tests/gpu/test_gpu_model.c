@@ -1,4 +1,4 @@
-/* The whole training step on the GPU (host/gpu_model.c over the CUDA backend) against the CPU model, from the
+/* The whole training step on the GPU (host/step.c over the CUDA backend) against the CPU model, from the
  * same seed on the same batches of the synthetic dataset, in each math mode:
  *   step 0: every loss term and the full parameter gradient (one forward/backward from identical weights);
  *   50 steps: the total loss of every step along the two trajectories.
@@ -19,8 +19,8 @@
 #include "config.h"
 #include "cuda_backend.h"
 #include "dataset.h"
-#include "devops.h"
-#include "gpu_model.h"
+#include "backend.h"
+#include "step.h"
 #include "gpu_test.h"
 #include "model.h"
 
@@ -56,8 +56,8 @@ static int model_case(const Tol *t, const char *datadir) {
     Model *cpu = model_build(&c, 0), *dev = model_build(&c, 0);
     CHECK(cpu && dev, "model_build: %s", v3_last_error());
     cuda_set_math(t->math);
-    GpuModel *g = gpu_model_create(dev, &dev_cuda, B, t->math);
-    CHECK(g, "gpu_model_create (%s): %s", v3_math_name(t->math), v3_last_error());
+    Step *g = step_create(dev, &backend_cuda, B * dev->cfg.n_fragments, t->math);
+    CHECK(g, "step_create (%s): %s", v3_math_name(t->math), v3_last_error());
     size_t se = dataset_sample_elems(&ds);
     float *x = falloc(se * B), *gg = falloc(cpu->n_params);
     int *idx = xmalloc(sizeof(int) * B);
@@ -70,9 +70,9 @@ static int model_case(const Tol *t, const char *datadir) {
         CHECK(model_forward(cpu, x, B, 1, &Lc) == 0, "cpu step %d: %s", s, v3_last_error());
         model_backward(cpu);
         if (s == 0) { /* identical weights: compare the terms and the whole gradient */
-            CHECK(gpu_model_forward(g, x, B, 1, &Lg) == 0, "gpu forward: %s", v3_last_error());
-            gpu_model_backward(g);
-            CHECK(gpu_model_read_grads(g, gg) == 0, "%s", v3_last_error());
+            CHECK(step_forward(g, x, 0, B, 1, VQ_TRAIN, &Lg) == 0, "gpu forward: %s", v3_last_error());
+            step_backward(g);
+            CHECK(step_read_grads(g, gg) == 0, "%s", v3_last_error());
             e_terms = terms_err(&Lg, &Lc);
             double num = 0, den = 0;
             int finite = 1;
@@ -83,7 +83,7 @@ static int model_case(const Tol *t, const char *datadir) {
                 den += (double)cpu->g[i] * cpu->g[i];
             }
             e_grad = finite ? sqrt(num / (den > 0 ? den : 1e-30)) : INFINITY;
-            const int *ig = gpu_model_indices(g);
+            const int *ig = step_indices(g);
             int same = 0;
             for (int i = 0; i < B * c.n_fragments; i++) same += ig[i] == cpu->ind[i];
             printf("    %s step 0: terms rel err %.3g (tol %g), gradient rel err %.3g (tol %g), codeword indices "
@@ -92,9 +92,9 @@ static int model_case(const Tol *t, const char *datadir) {
             CHECK(e_terms <= t->terms, "%s: step-0 loss terms differ by %.3g relative (total gpu %.9g cpu %.9g)",
                   v3_math_name(t->math), e_terms, Lg.total, Lc.total);
             CHECK(e_grad <= t->grad, "%s: step-0 gradient differs by %.3g relative", v3_math_name(t->math), e_grad);
-            gpu_model_adamw(g, (float)c.lr);
+            step_adamw(g, (float)c.lr);
         } else {
-            CHECK(gpu_model_train_step(g, x, B, (float)c.lr, &Lg) == 0, "gpu step %d: %s", s, v3_last_error());
+            CHECK(step_train(g, x, 0, B, (float)c.lr, &Lg) == 0, "gpu step %d: %s", s, v3_last_error());
         }
         model_adamw(cpu, (float)c.lr);
         double e = rel(Lg.total, Lc.total);
@@ -108,7 +108,7 @@ static int model_case(const Tol *t, const char *datadir) {
     free(idx);
     ffree(x);
     ffree(gg);
-    gpu_model_free(g);
+    step_free(g);
     model_free(cpu);
     model_free(dev);
     dataset_free(&ds);
@@ -153,14 +153,14 @@ TEST(gpu_model_deterministic) {
     LossTerms L[2][5];
     for (int run = 0; run < 2; run++) {
         Model *m = model_build(&c, 3);
-        GpuModel *g = gpu_model_create(m, &dev_cuda, B, V3_MATH_FP32);
+        Step *g = step_create(m, &backend_cuda, B * m->cfg.n_fragments, V3_MATH_FP32);
         CHECK(g, "%s", v3_last_error());
         for (int s = 0; s < 5; s++) {
             for (int i = 0; i < B; i++) idx[i] = (s * B + i) % (int)ds.n_samples;
             dataset_gather(&ds, idx, B, x, NULL, NULL);
-            CHECK(gpu_model_train_step(g, x, B, 1e-3f, &L[run][s]) == 0, "%s", v3_last_error());
+            CHECK(step_train(g, x, 0, B, 1e-3f, &L[run][s]) == 0, "%s", v3_last_error());
         }
-        gpu_model_free(g);
+        step_free(g);
         model_free(m);
     }
     for (int s = 0; s < 5; s++)

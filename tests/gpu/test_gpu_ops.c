@@ -43,8 +43,8 @@ static int gelu_case(int bwd, size_t n, unsigned long long seed) {
     for (size_t i = 0; i < n; i += 7) x[i] *= 1e-4f; /* small inputs: relative accuracy near 0 */
     float *ref = falloc(n), *got = falloc(n);
     poison(ref, n);
-    if (bwd) cpu_gelu_bwd(n, x, dy, ref);
-    else cpu_gelu_fwd(n, x, ref);
+    if (bwd) ref_gelu_bwd(n, x, dy, ref);
+    else ref_gelu_fwd(n, x, ref);
     float *dx_ = dput(x, n), *ddy = dput(dy, n), *dout = dnan(n);
     if (bwd) cuda_gelu_bwd(n, dx_, ddy, dout);
     else cuda_gelu_fwd(n, dx_, dout);
@@ -72,7 +72,7 @@ TEST(gpu_vs_cpu_add_inplace) {
         size_t n = k_sizes[k];
         float *y = hrand(n, 300 + k, -3.0f, 3.0f), *x = hrand(n, 350 + k, -3.0f, 3.0f), *got = falloc(n);
         float *dy = dput(y, n), *dx = dput(x, n);
-        cpu_add_inplace(n, y, x);
+        ref_add_inplace(n, y, x);
         cuda_add_inplace(n, dy, dx);
         int ok = dget(got, dy, n) && close_enough("add_inplace y", got, y, n, EW_ATOL, EW_RTOL);
         cuda_free(dy), cuda_free(dx);
@@ -114,8 +114,8 @@ static int upsample_case(int bwd, const UpShape *s, unsigned long long seed) {
     size_t nsrc = bwd ? nout : nin, ndst = bwd ? nin : nout;
     float *src = hrand(nsrc, seed, -2.0f, 2.0f), *ref = falloc(ndst), *got = falloc(ndst);
     poison(ref, ndst);
-    if (bwd) cpu_upsample_bwd(s->N, s->C, s->H, s->W, s->fh, s->fw, src, ref);
-    else cpu_upsample_fwd(s->N, s->C, s->H, s->W, s->fh, s->fw, src, ref);
+    if (bwd) ref_upsample_bwd(s->N, s->C, s->H, s->W, s->fh, s->fw, src, ref);
+    else ref_upsample_fwd(s->N, s->C, s->H, s->W, s->fh, s->fw, src, ref);
     float *dsrc = dput(src, nsrc), *ddst = dnan(ndst);
     if (bwd) cuda_upsample_bwd(s->N, s->C, s->H, s->W, s->fh, s->fw, dsrc, ddst);
     else cuda_upsample_fwd(s->N, s->C, s->H, s->W, s->fh, s->fw, dsrc, ddst);
@@ -150,8 +150,8 @@ TEST(gpu_vs_cpu_mse_fwd) {
         size_t n = k_sizes[k];
         float *a = hrand(n, 500 + k, -1.0f, 3.0f), *b = hrand(n, 550 + k, -2.0f, 2.0f);
         float *da = dput(a, n), *db = dput(b, n);
-        double ref = cpu_mse_fwd(n, a, b);
-        double got = cuda_mse_fwd(n, da, db), again = cuda_mse_fwd(n, da, db), same = cuda_mse_fwd(n, da, da);
+        double ref = ref_mse(n, a, b);
+        double got = cuda_mse_value(n, da, db), again = cuda_mse_value(n, da, db), same = cuda_mse_value(n, da, da);
         cuda_free(da), cuda_free(db);
         ffree(a), ffree(b);
         if (n == 0) {
@@ -177,7 +177,7 @@ TEST(gpu_vs_cpu_mse_bwd) {
         float *a = hrand(n, 600 + k, -1.0f, 3.0f), *b = hrand(n, 650 + k, -2.0f, 2.0f);
         float *ref = falloc(n), *got = falloc(n);
         poison(ref, n);
-        cpu_mse_bwd(n, a, b, scale, ref);
+        ref_mse_bwd(n, a, b, scale, ref);
         float *da = dput(a, n), *db = dput(b, n), *dg = dnan(n);
         cuda_mse_bwd(n, da, db, scale, dg);
         int ok = dget(got, dg, n) && close_enough("mse_bwd da", got, ref, n, EW_ATOL, EW_RTOL);
@@ -199,7 +199,7 @@ static int adamw_case(size_t n, const AdamHp *h, int steps, unsigned long long s
         fill_uniform(g, n, seed + 1000 * t, -1.0f, 1.0f);
         for (size_t i = t; i < n; i += 11) g[i] *= 1e-3f; /* a spread of gradient magnitudes */
         if (cuda_h2d(dg, g, n * sizeof(float))) V3_FATAL("%s", v3_last_error());
-        cpu_adamw(n, p, g, m, v, h->lr, h->b1, h->b2, h->eps, h->wd, t);
+        ref_adamw(n, p, g, m, v, h->lr, h->b1, h->b2, h->eps, h->wd, t);
         cuda_adamw(n, dp, dg, dm, dv, h->lr, h->b1, h->b2, h->eps, h->wd, t);
     }
     ok = ok && dget(got, dp, n) && close_enough("adamw p", got, p, n, EW_ATOL, EW_RTOL);
@@ -241,7 +241,7 @@ static int bn_train_case(const BnShape *s, int with_running, unsigned long long 
     float *rm_ref = hcopy(rm, C), *rv_ref = hcopy(rv, C);
     float *y = falloc(n), *mean = falloc(C), *invstd = falloc(C), *got = falloc(n);
     poison(y, n), poison(mean, C), poison(invstd, C);
-    cpu_bn2d_fwd_train(s->N, s->C, s->HW, x, gamma, beta, y, mean, invstd, with_running ? rm_ref : NULL,
+    ref_bn2d_fwd_train(s->N, s->C, s->HW, x, gamma, beta, y, mean, invstd, with_running ? rm_ref : NULL,
                        with_running ? rv_ref : NULL, 0.1f, 1e-5f);
     float *dx = dput(x, n), *dgm = dput(gamma, C), *dbt = dput(beta, C), *drm = dput(rm, C), *drv = dput(rv, C);
     float *dy = dnan(n), *dmean = dnan(C), *dinv = dnan(C);
@@ -289,7 +289,7 @@ TEST(gpu_vs_cpu_bn2d_fwd_eval) {
         float *beta = hrand(C, seed + 2, -0.5f, 0.5f), *rm = hrand(C, seed + 3, -1.0f, 1.0f);
         float *rv = hrand(C, seed + 4, 0.05f, 3.0f), *y = falloc(n), *got = falloc(n);
         poison(y, n);
-        cpu_bn2d_fwd_eval(s->N, s->C, s->HW, x, gamma, beta, y, rm, rv, 1e-5f);
+        ref_bn2d_fwd_eval(s->N, s->C, s->HW, x, gamma, beta, y, rm, rv, 1e-5f);
         float *dx = dput(x, n), *dgm = dput(gamma, C), *dbt = dput(beta, C), *drm = dput(rm, C), *drv = dput(rv, C);
         float *dy = dnan(n);
         cuda_bn2d_fwd_eval(s->N, s->C, s->HW, dx, dgm, dbt, dy, drm, drv, 1e-5f);
@@ -306,14 +306,14 @@ static int bn_bwd_case(const BnShape *s, int with_dx, unsigned long long seed) {
     float *x = hrand(n, seed, -1.0f, 3.0f), *dy = hrand(n, seed + 1, -1.0f, 1.0f);
     float *gamma = hrand(C, seed + 2, 0.5f, 1.5f), *beta = hrand(C, seed + 3, -0.5f, 0.5f);
     float *y = falloc(n), *mean = falloc(C), *invstd = falloc(C);
-    cpu_bn2d_fwd_train(s->N, s->C, s->HW, x, gamma, beta, y, mean, invstd, NULL, NULL, 0.1f, 1e-5f);
+    ref_bn2d_fwd_train(s->N, s->C, s->HW, x, gamma, beta, y, mean, invstd, NULL, NULL, 0.1f, 1e-5f);
     /* Parameter gradients accumulate: start both sides from the same non-zero values. */
     float *dgamma = hrand(C, seed + 4, -1.0f, 1.0f), *dbeta = hrand(C, seed + 5, -1.0f, 1.0f);
     float *dx = falloc(n), *got = falloc(n);
     poison(dx, n);
     float *d_x = dput(x, n), *d_dy = dput(dy, n), *d_g = dput(gamma, C), *d_mean = dput(mean, C);
     float *d_inv = dput(invstd, C), *d_dg = dput(dgamma, C), *d_db = dput(dbeta, C), *d_dx = dnan(n);
-    cpu_bn2d_bwd(s->N, s->C, s->HW, x, gamma, mean, invstd, dy, with_dx ? dx : NULL, dgamma, dbeta);
+    ref_bn2d_bwd(s->N, s->C, s->HW, x, gamma, mean, invstd, dy, with_dx ? dx : NULL, dgamma, dbeta);
     cuda_bn2d_bwd(s->N, s->C, s->HW, d_x, d_g, d_mean, d_inv, d_dy, with_dx ? d_dx : NULL, d_dg, d_db);
     int ok = 1;
     if (with_dx) ok = dget(got, d_dx, n) && close_enough("bn_bwd dx", got, dx, n, RED_ATOL, RED_RTOL);

@@ -159,7 +159,7 @@ static int get_guarded(float *out, const float *d, size_t n, const char *what) {
 
 static int read_stats(const CudaV3 *w, double *v) {
     for (int i = 0; i < V3_STATS_DOUBLES; i++) v[i] = 0.0;
-    if (cuda_sync() || cuda_d2h(v, cuda_v3_stats_dev(w), V3_STATS_DOUBLES * sizeof(double))) {
+    if (cuda_sync() || cuda_d2h(v, cuda_v3_stats(w), V3_STATS_DOUBLES * sizeof(double))) {
         fprintf(stderr, "    %s\n", v3_last_error());
         return 0;
     }
@@ -225,8 +225,8 @@ static int run_case(const Case *c, unsigned long long seed, double *ref_out, Res
         return 0;
     }
     float *dzc = dput(zc, nc), *dq = dput(q, nc), *dzs = dput(zs, ns);
-    float *dgc = cuda_malloc_or_die((nc + 2 * GUARD) * sizeof(float));
-    float *dgs = cuda_malloc_or_die((ns + 2 * GUARD) * sizeof(float));
+    float *dgc = cuda_alloc((nc + 2 * GUARD) * sizeof(float));
+    float *dgs = cuda_alloc((ns + 2 * GUARD) * sizeof(float));
     float *gotc = falloc(nc), *gots = falloc(ns), *gotc2 = falloc(nc), *gots2 = falloc(ns);
     double s1[V3_STATS_DOUBLES], s2[V3_STATS_DOUBLES];
     int ok = 1;

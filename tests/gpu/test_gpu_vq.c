@@ -121,13 +121,13 @@ static int check_ind(const char *what, int d, int K, const float *x, const float
 }
 
 static int *dint_poison(size_t n) {
-    int *p = cuda_malloc_or_die(sizeof(int) * (n ? n : 1));
+    int *p = cuda_alloc(sizeof(int) * (n ? n : 1));
     if (cuda_memset(p, 0xFF, sizeof(int) * (n ? n : 1))) V3_FATAL("%s", v3_last_error());
     return p;
 }
 
 static double *ddouble_poison(void) {
-    double *p = cuda_malloc_or_die(sizeof(double));
+    double *p = cuda_alloc(sizeof(double));
     if (cuda_memset(p, 0xFF, sizeof(double))) V3_FATAL("%s", v3_last_error());
     return p;
 }
