@@ -29,6 +29,7 @@
 #include "common.h"
 #include "cuda_backend.h"
 #include "rng.h"
+#include "v3_coef.h"
 #include "v3loss.h"
 
 #ifdef V3_HAVE_CUDA
@@ -86,18 +87,11 @@ static float *dput_bench(const float *h, size_t n) {
 /* Bounds on |gzc| and |gzs| elements (sum of the |coefficients| of the unit-vector terms, from v3_loss's
  * backward scalars): the absolute tolerance scales with these, not with the possibly cancelling results. */
 static void grad_bounds(const V3LossCfg *cfg, const V3Stats *st, int B, int n, double *bc, double *bs) {
-    double r = cfg->relativity, eps = cfg->eps, Sce = st->Sc + eps, Fse = st->Fs + eps;
-    int a_con = r - st->Fc / Sce > 0, a_sty = r - st->Ss / Fse > 0, a_samp = r - st->Ss_ss / Sce > 0,
-        a_frag = r - st->Fc / Fse > 0;
-    double wc = cfg->w_content * a_con, wst = cfg->w_style * a_sty, wsa = cfg->w_sample * a_samp,
-           wf = cfg->w_fragment * a_frag;
-    double dFc = -(wc / Sce + wf / Fse) / r, dSc = (wc * st->Fc + wsa * st->Ss_ss) / (Sce * Sce) / r;
-    double dFs = (wst * st->Ss + wf * st->Fc) / (Fse * Fse) / r, dSs = -(wst / Fse) / r, dSs_ss = -(wsa / Sce) / r;
-    if (!cfg->supersample_content) dSs += dSs_ss;
+    const V3Coef c = v3_coef(cfg, st->Fc, st->Sc, st->Fs, st->Ss, st->Ss_ss);
     double nB = st->nB, nn = st->nn;
-    *bc = 2 * fabs(dFc) / ((double)B * n) + 2 * fabs(dSc) / (nB * nn);
-    *bs = 2 * fabs(dFs) / ((double)B * n) + 2 * fabs(dSs) / ((double)B * n) +
-          (cfg->supersample_content ? 2 * fabs(dSs_ss) / (nB * nn) : 0.0);
+    *bc = 2 * fabs(c.dFc) / ((double)B * n) + 2 * fabs(c.dSc) / (nB * nn);
+    *bs = 2 * fabs(c.dFs) / ((double)B * n) + 2 * fabs(c.dSs) / ((double)B * n) +
+          (cfg->supersample_content ? 2 * fabs(c.dSs_ss) / (nB * nn) : 0.0);
 }
 
 typedef struct {

@@ -4,6 +4,7 @@
  * of q (loss_config.tie_gradient): the codewords (zero) or PyTorch's straight-through value v3_ste_value, whose
  * rounding leaves them a tiny distance apart and so gives them unit-length pushes (pytorch, the default). */
 #include "v3loss.h"
+#include "v3_coef.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -92,11 +93,6 @@ static double *to_double(const float *x, size_t n) {
     return d;
 }
 
-static double hinge(double r, double t, int *active) {
-    *active = (r - t) > 0;
-    return *active ? (r - t) / r : 0.0;
-}
-
 void v3_loss(const V3LossCfg *cfg, int B, int n, int dc, int ds, const float *zc, const float *q, const float *zs,
              V3Stats *st, float *gzc, float *gzs) {
     int N = B * n;
@@ -112,38 +108,30 @@ void v3_loss(const V3LossCfg *cfg, int B, int n, int dc, int ds, const float *zc
     st->Ss = samp_var(Zs, B, n, ds, NULL, 0);
     st->Ss_ss = cfg->supersample_content ? samp_var(Zs, nB, nn, ds, NULL, 0) : st->Ss;
 
-    int a_con, a_sty, a_samp, a_frag;
-    st->content = hinge(r, st->Fc / (st->Sc + eps), &a_con);
-    st->style = hinge(r, st->Ss / (st->Fs + eps), &a_sty);
-    st->sample = hinge(r, st->Ss_ss / (st->Sc + eps), &a_samp);
-    st->fragment = hinge(r, st->Fc / (st->Fs + eps), &a_frag);
+    st->content = v3_hinge(r, st->Fc / (st->Sc + eps), NULL);
+    st->style = v3_hinge(r, st->Ss / (st->Fs + eps), NULL);
+    st->sample = v3_hinge(r, st->Ss_ss / (st->Sc + eps), NULL);
+    st->fragment = v3_hinge(r, st->Fc / (st->Fs + eps), NULL);
     st->weighted = cfg->w_content * st->content + cfg->w_style * st->style + cfg->w_sample * st->sample +
                    cfg->w_fragment * st->fragment;
 
     if (gzc || gzs) {
-        double Sce = st->Sc + eps, Fse = st->Fs + eps;
-        double wc = cfg->w_content * a_con, wst = cfg->w_style * a_sty, wsa = cfg->w_sample * a_samp,
-               wf = cfg->w_fragment * a_frag;
-        double dFc = -(wc / Sce + wf / Fse) / r;
-        double dSc = (wc * st->Fc + wsa * st->Ss_ss) / (Sce * Sce) / r;
-        double dFs = (wst * st->Ss + wf * st->Fc) / (Fse * Fse) / r;
-        double dSs = -(wst / Fse) / r, dSs_ss = -(wsa / Sce) / r;
-        if (!cfg->supersample_content) dSs += dSs_ss;
+        const V3Coef c = v3_coef(cfg, st->Fc, st->Sc, st->Fs, st->Ss, st->Ss_ss);
         if (gzc) {
             double *G = xcalloc((size_t)N * dc, sizeof(double));
             /* q's gradient lands on z_c (straight-through), so both halves accumulate into G. */
-            frag_var(Zc, B, n, dc, G, 0.5 * dFc);
-            frag_var(Q, B, n, dc, G, 0.5 * dFc);
-            samp_var(Zc, nB, nn, dc, G, 0.5 * dSc);
-            samp_var(Q, nB, nn, dc, G, 0.5 * dSc);
+            frag_var(Zc, B, n, dc, G, 0.5 * c.dFc);
+            frag_var(Q, B, n, dc, G, 0.5 * c.dFc);
+            samp_var(Zc, nB, nn, dc, G, 0.5 * c.dSc);
+            samp_var(Q, nB, nn, dc, G, 0.5 * c.dSc);
             for (size_t i = 0; i < (size_t)N * dc; i++) gzc[i] += (float)G[i];
             free(G);
         }
         if (gzs) {
             double *G = xcalloc((size_t)N * ds, sizeof(double));
-            frag_var(Zs, B, n, ds, G, dFs);
-            samp_var(Zs, B, n, ds, G, dSs);
-            if (cfg->supersample_content) samp_var(Zs, nB, nn, ds, G, dSs_ss);
+            frag_var(Zs, B, n, ds, G, c.dFs);
+            samp_var(Zs, B, n, ds, G, c.dSs);
+            if (cfg->supersample_content) samp_var(Zs, nB, nn, ds, G, c.dSs_ss);
             for (size_t i = 0; i < (size_t)N * ds; i++) gzs[i] += (float)G[i];
             free(G);
         }

@@ -22,7 +22,8 @@
  *                                   when that does not fit, in a global buffer reserved at create.
  *            K3 v3s_reduce_kernel   one block: fixed-order tree sums of the per-sample mpds and the row sums;
  *                                   Fc, Sc, Fs, Ss, Ss_ss, the four hinges, weighted (= the 10 stats) and the
- *                                   backward coefficients, with v3_loss's formulas and operation order.
+ *                                   backward coefficients (v3_hinge, v3_coef: include/v3_coef.h, the
+ *                                   host's own definitions), in v3_loss's operation order.
  *   backward K4 v3s_backward_kernel grid (B, {content, style}, column chunks): thread per (sample, column),
  *                                   rows of the sample in turn: sum_j k/D_ij (x_i - x_j) over the sample (zc
  *                                   then q for content) from the cached inverse distances, plus the group terms
@@ -47,6 +48,7 @@
 
 #include "cuda_backend.h"
 #include "cuda_check.h"
+#include "v3_coef.h"
 extern "C" {
 #include "common.h"
 }
@@ -86,7 +88,7 @@ typedef struct {
     double *out;        /* [V3S_NOUT] */
     double *rowbuf;     /* NULL: K2 distance rows in shared memory; else [k2 blocks][tile*Gmax] */
     V3Set set[V3S_SETS];
-    double w_content, w_style, w_sample, w_fragment, r, eps;
+    V3LossCfg cfg;      /* weights, relativity, eps (for v3_hinge and v3_coef in K3) */
 } V3Args;
 
 struct CudaV3 {
@@ -117,11 +119,6 @@ __device__ __forceinline__ double v3s_warp_sum(double v) {
 
 /* Index of the pair (i, j), i < j, among the n(n-1)/2 pairs in row-major order (0,1), (0,2), .., (1,2), .. */
 __device__ __forceinline__ int v3s_pair_index(int i, int j, int n) { return i * (2 * n - i - 1) / 2 + (j - i - 1); }
-
-__device__ static double v3s_hinge(double r, double t, int *active) {
-    *active = (r - t) > 0;
-    return *active ? (r - t) / r : 0.0;
-}
 
 /* ---- K1: within-sample distances and mpds; group means ---- */
 
@@ -282,16 +279,17 @@ __global__ void __launch_bounds__(V3S_THREADS) v3s_reduce_kernel(V3Args a) {
     const double Sc = 0.5 * samp[0] + 0.5 * samp[1];
     const double Fs = red[2][0] / B, Ss = samp[2];
     const double Ss_ss = a.ss ? samp[3] : Ss;
-    const double r = a.r, eps = a.eps;
-    int a_con, a_sty, a_samp, a_frag;
-    const double content = v3s_hinge(r, Fc / (Sc + eps), &a_con);
-    const double style = v3s_hinge(r, Ss / (Fs + eps), &a_sty);
-    const double sample = v3s_hinge(r, Ss_ss / (Sc + eps), &a_samp);
-    const double fragment = v3s_hinge(r, Fc / (Fs + eps), &a_frag);
+    const V3LossCfg cfg_local = a.cfg, *cfg = &cfg_local; /* a local copy: nothing below can alias it */
+    const double r = cfg->relativity, eps = cfg->eps;
+    const double content = v3_hinge(r, Fc / (Sc + eps), NULL);
+    const double style = v3_hinge(r, Ss / (Fs + eps), NULL);
+    const double sample = v3_hinge(r, Ss_ss / (Sc + eps), NULL);
+    const double fragment = v3_hinge(r, Fc / (Fs + eps), NULL);
     /* Explicit rounding (no FMA contraction), as the host computes it. */
-    const double weighted = __dadd_rn(__dadd_rn(__dadd_rn(__dmul_rn(a.w_content, content), __dmul_rn(a.w_style, style)),
-                                                __dmul_rn(a.w_sample, sample)),
-                                      __dmul_rn(a.w_fragment, fragment));
+    const double weighted =
+        __dadd_rn(__dadd_rn(__dadd_rn(__dmul_rn(cfg->w_content, content), __dmul_rn(cfg->w_style, style)),
+                            __dmul_rn(cfg->w_sample, sample)),
+                  __dmul_rn(cfg->w_fragment, fragment));
     double *o = a.out;
     o[O_FC] = Fc;
     o[O_SC] = Sc;
@@ -304,21 +302,13 @@ __global__ void __launch_bounds__(V3S_THREADS) v3s_reduce_kernel(V3Args a) {
     o[O_FRAGMENT] = fragment;
     o[O_WEIGHTED] = weighted;
 
-    const double Sce = Sc + eps, Fse = Fs + eps;
-    const double wc = a.w_content * a_con, wst = a.w_style * a_sty, wsa = a.w_sample * a_samp,
-                 wf = a.w_fragment * a_frag;
-    const double dFc = -(wc / Sce + wf / Fse) / r;
-    const double dSc = __dadd_rn(__dmul_rn(wc, Fc), __dmul_rn(wsa, Ss_ss)) / __dmul_rn(Sce, Sce) / r;
-    const double dFs = __dadd_rn(__dmul_rn(wst, Ss), __dmul_rn(wf, Fc)) / __dmul_rn(Fse, Fse) / r;
-    double dSs = -(wst / Fse) / r;
-    const double dSs_ss = -(wsa / Sce) / r;
-    if (!a.ss) dSs += dSs_ss;
+    const V3Coef c = v3_coef(cfg, Fc, Sc, Fs, Ss, Ss_ss); /* the host's coefficients, bit for bit */
     const double nn1 = (double)n * (n - 1);
-    o[C_FC] = ((0.5 * dFc) / B) * 2.0 / nn1;
-    o[C_SC] = (0.5 * dSc) * 2.0 / ((double)nB * (nB - 1));
-    o[C_FS] = (dFs / B) * 2.0 / nn1;
-    o[C_SS] = dSs * 2.0 / ((double)B * (B - 1));
-    o[C_SSS] = dSs_ss * 2.0 / ((double)nB * (nB - 1));
+    o[C_FC] = ((0.5 * c.dFc) / B) * 2.0 / nn1;
+    o[C_SC] = (0.5 * c.dSc) * 2.0 / ((double)nB * (nB - 1));
+    o[C_FS] = (c.dFs / B) * 2.0 / nn1;
+    o[C_SS] = c.dSs * 2.0 / ((double)B * (B - 1));
+    o[C_SSS] = c.dSs_ss * 2.0 / ((double)nB * (nB - 1));
     o[V3S_NOUT - 1] = 0.0;
 }
 
@@ -396,8 +386,7 @@ extern "C" void *cuda_v3_create(const V3LossCfg *cfg, int B, int n, int dc, int 
     a->B = B, a->n = n, a->P = n * (n - 1) / 2, a->nn = nn, a->ss = ss;
     a->nsets = ss ? 4 : 3;
     a->within_blocks = 3 * B;
-    a->w_content = cfg->w_content, a->w_style = cfg->w_style, a->w_sample = cfg->w_sample;
-    a->w_fragment = cfg->w_fragment, a->r = cfg->relativity, a->eps = cfg->eps;
+    a->cfg = *cfg;
     const int setG[V3S_SETS] = {nB, nB, B, nB}, setPer[V3S_SETS] = {nn, nn, n, nn}, setD[V3S_SETS] = {dc, dc, ds, ds};
     int Gmax = 0;
     size_t mean_elems = 0;
