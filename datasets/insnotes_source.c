@@ -1,7 +1,8 @@
 /* InsNotes as a DataSource (include/datasource.h, include/insnotes.h): loads and validates DIR/bank.v3nb and
  * DIR/index.tsv, then assembles samples on demand: per sample a start slot and a frequency mask drawn from its
- * augmentation seed, the fragments' audio from the bank and the file's recipe, the log-magnitude STFT (FFTW, or
- * cuFFT when ds->use_gpu), the mask, and 0 -> 1e-8. Also the WAV/FLAC export of a file's audio. */
+ * augmentation seed, the fragments' audio from the bank and the file's recipe, the log-magnitude STFT (FFTW), the
+ * mask, and 0 -> 1e-8 (get_batch); or only the audio and the mask bands (get_raw), which the loader turns into
+ * the same features on the device. Nothing here touches a GPU. Also the WAV/FLAC export of a file's audio. */
 #define _POSIX_C_SOURCE 200809L
 #include <ctype.h>
 #include <errno.h>
@@ -36,8 +37,7 @@ typedef struct {
     FileRec *files;   /* the split's files, in index.tsv order */
     int n_files_all;  /* files in the whole set */
     StftCpu *cpu;
-    StftGpu *gpu;
-    float *audio;     /* [B * n_frag][INSNOTES_FRAG_AUDIO] */
+    float *audio;     /* get_batch's [B * n_frag][INSNOTES_FRAG_AUDIO] */
     size_t audio_cap; /* floats */
     char index_path[600];
 } Src;
@@ -207,23 +207,16 @@ static int load_index(const char *path, const char *split, const InsnotesBank *b
 
 /* ---- batches ---- */
 
-static int ins_get_batch(DataSource *ds, const uint64_t *idx, const uint64_t *aug, int B, float *x,
-                         int32_t *content, int32_t *style) {
+/* Everything before the STFT: per sample the start slot and the mask band drawn from its augmentation seed, the
+ * labels, and (audio != NULL) the fragments' audio. Shared by get_batch (CPU features) and get_raw (device). */
+static int ins_assemble(DataSource *ds, const uint64_t *idx, const uint64_t *aug, int B, float *audio, int32_t *mask,
+                        int32_t *content, int32_t *style) {
     Src *s = ds->impl;
     int nf = (int)ds->n_frag;
     for (int b = 0; b < B; b++)
         if (idx[b] >= ds->n_samples)
             return v3_error("%s: sample %llu out of range (split %s has %llu files)", s->index_path,
                             (unsigned long long)idx[b], ds->split, (unsigned long long)ds->n_samples);
-    size_t need = (size_t)B * nf * INSNOTES_FRAG_AUDIO;
-    if (x && need > s->audio_cap) {
-        free(s->audio);
-        s->audio = xmalloc(sizeof(float) * need);
-        s->audio_cap = need;
-    }
-    if (x && ds->use_gpu && !s->gpu && !(s->gpu = stft_gpu_create()))
-        return prefixed_error(s->index_path, "GPU STFT unavailable");
-    int *mask_lo = xmalloc(sizeof(int) * (B > 0 ? B : 1)), *mask_w = xmalloc(sizeof(int) * (B > 0 ? B : 1));
     int *starts = xmalloc(sizeof(int) * (B > 0 ? B : 1));
     for (int b = 0; b < B; b++) {
         const FileRec *rec = &s->files[idx[b]];
@@ -234,8 +227,8 @@ static int ins_get_batch(DataSource *ds, const uint64_t *idx, const uint64_t *au
         starts[b] = (int)rng_below(&r, INSNOTES_NOTES);
         double value = rng_uniform(&r) * MASK_PARAM;
         double min_value = rng_uniform(&r) * (INSNOTES_BINS - value);
-        mask_lo[b] = (int)min_value;
-        mask_w[b] = (int)value;
+        mask[2 * b] = (int32_t)min_value;
+        mask[2 * b + 1] = (int32_t)value;
         for (int i = 0; i < nf; i++) {
             int k = (starts[b] + i) % INSNOTES_NOTES;
             if (content) content[(size_t)b * nf + i] = k % 12;
@@ -245,9 +238,9 @@ static int ins_get_batch(DataSource *ds, const uint64_t *idx, const uint64_t *au
     /* Assembling the audio is the CPU's share of the work (about a quarter of a CPU batch, all of it when the STFT
      * runs on the GPU); samples are independent, so on GPU runs, where the CPU is otherwise idle, they are spread
      * over the OpenMP threads. On CPU runs the model's own threads need the cores: one thread. */
-    #pragma omp parallel for schedule(static) if (x && ds->use_gpu)
+    #pragma omp parallel for schedule(static) if (audio && ds->use_gpu)
     for (int b = 0; b < B; b++) {
-        if (!x) continue;
+        if (!audio) continue;
         const FileRec *rec = &s->files[idx[b]];
         InsnotesFile fr;
         insnotes_file_init(&fr, rec->seed, rec->style, rec->gain);
@@ -257,32 +250,52 @@ static int ins_get_batch(DataSource *ds, const uint64_t *idx, const uint64_t *au
              * start are the centring's zero padding. */
             int64_t t0 = (int64_t)k * INSNOTES_SLOT - INSNOTES_HOP;
             insnotes_signal(&s->bank, &fr, t0, t0 + INSNOTES_FRAG_AUDIO,
-                            s->audio + ((size_t)b * nf + i) * INSNOTES_FRAG_AUDIO);
+                            audio + ((size_t)b * nf + i) * INSNOTES_FRAG_AUDIO);
         }
     }
     free(starts);
-    int rc = 0;
-    if (x) {
-        if (ds->use_gpu) {
-            if (stft_logmag_gpu(s->gpu, s->audio, B * nf, x)) rc = prefixed_error(s->index_path, "GPU STFT failed");
-        } else {
-            if (!s->cpu) s->cpu = stft_cpu_create();
-            stft_logmag_cpu(s->cpu, s->audio, B * nf, x);
+    return 0;
+}
+
+void insnotes_mask_and_guard(float *x, int B, int n_frag, const int32_t *mask) {
+    const size_t fe = (size_t)INSNOTES_BINS * INSNOTES_FRAMES;
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < n_frag; i++) {
+            float *o = x + ((size_t)b * n_frag + i) * fe;
+            /* one band for all fragments of the sample; the mask writes 0 in the log domain */
+            for (int row = mask[2 * b]; row < mask[2 * b] + mask[2 * b + 1] && row < INSNOTES_BINS; row++)
+                memset(o + (size_t)row * INSNOTES_FRAMES, 0, sizeof(float) * INSNOTES_FRAMES);
+            for (size_t e = 0; e < fe; e++)
+                if (o[e] == 0.0f) o[e] = 1e-8f; /* the authors' guard against exact zeros */
         }
-        const size_t fe = (size_t)INSNOTES_BINS * INSNOTES_FRAMES;
-        for (int b = 0; b < B && !rc; b++)
-            for (int i = 0; i < nf; i++) {
-                float *o = x + ((size_t)b * nf + i) * fe;
-                /* one band for all fragments of the sample; the mask writes 0 in the log domain */
-                for (int row = mask_lo[b]; row < mask_lo[b] + mask_w[b] && row < INSNOTES_BINS; row++)
-                    memset(o + (size_t)row * INSNOTES_FRAMES, 0, sizeof(float) * INSNOTES_FRAMES);
-                for (size_t e = 0; e < fe; e++)
-                    if (o[e] == 0.0f) o[e] = 1e-8f; /* the authors' guard against exact zeros */
-            }
+}
+
+/* The CPU path: audio, FFTW, mask, 0 -> 1e-8. */
+static int ins_get_batch(DataSource *ds, const uint64_t *idx, const uint64_t *aug, int B, float *x,
+                         int32_t *content, int32_t *style) {
+    Src *s = ds->impl;
+    int nf = (int)ds->n_frag;
+    size_t need = (size_t)B * nf * INSNOTES_FRAG_AUDIO;
+    if (x && need > s->audio_cap) {
+        free(s->audio);
+        s->audio = xmalloc(sizeof(float) * need);
+        s->audio_cap = need;
     }
-    free(mask_lo);
-    free(mask_w);
+    int32_t *mask = xmalloc(sizeof(int32_t) * 2 * (B > 0 ? B : 1));
+    int rc = ins_assemble(ds, idx, aug, B, x ? s->audio : NULL, mask, content, style);
+    if (!rc && x) {
+        if (!s->cpu) s->cpu = stft_cpu_create();
+        stft_logmag_cpu(s->cpu, s->audio, B * nf, x);
+        insnotes_mask_and_guard(x, B, nf, mask);
+    }
+    free(mask);
     return rc;
+}
+
+/* The device path's host half (include/datasource.h): the audio and mask bands, into the caller's buffers. */
+static int ins_get_raw(DataSource *ds, const uint64_t *idx, const uint64_t *aug, int B, float *raw, int32_t *mask,
+                       int32_t *content, int32_t *style) {
+    return ins_assemble(ds, idx, aug, B, raw, mask, content, style);
 }
 
 static void ins_close(DataSource *ds) {
@@ -291,7 +304,6 @@ static void ins_close(DataSource *ds) {
     insnotes_bank_free(&s->bank);
     free(s->files);
     stft_cpu_free(s->cpu);
-    if (s->gpu) stft_gpu_free(s->gpu);
     free(s->audio);
     free(s);
     ds->impl = NULL;
@@ -317,6 +329,8 @@ int insnotes_open(const char *dir, const char *split, int n_frag, DataSource *ds
     DataSourceShape sh = {"insnotes", (uint64_t)n, (uint32_t)n_frag, 1, INSNOTES_BINS, INSNOTES_FRAMES, 12,
                           s->bank.n_programs, h.ood};
     datasource_set(ds, dir, split, &sh, s, ins_get_batch, ins_close);
+    ds->get_raw = ins_get_raw;
+    ds->raw_elems = INSNOTES_FRAG_AUDIO;
     const char *sf = strrchr(h.soundfont, '/');
     snprintf(ds->desc, sizeof ds->desc, "insnotes (%.80s, %u programs%s, %u velocity layers), %.31s: %d of %d files",
              sf ? sf + 1 : h.soundfont[0] ? h.soundfont : "unknown soundfont", s->bank.n_programs,

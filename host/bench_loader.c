@@ -1,6 +1,7 @@
 /* `v3 bench loader`: how many batches per second each dataset's loading path delivers, synchronously (one
- * get_batch call, the work the loader thread does per step) and through the loader thread itself, on the CPU
- * and (InsNotes STFT) on the GPU when one is usable. Prints a table and writes JSON. */
+ * loader_produce call, the work the loader thread does per step) and through the loader thread itself, on the
+ * CPU and, for InsNotes when a GPU is usable, on the GPU path of training (audio uploaded, features made in the
+ * device batch buffer). Prints a table and writes JSON. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,19 +24,22 @@ static int cmp_d(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* One row: the synchronous cost of a batch (loader_produce: what the loader thread does per step) and the rate
+ * through the thread. gpu: a loader with device buffers; InsNotes then uploads audio and makes its features on
+ * the device (cuda_stft_features), as in training. */
 static int bench_one(const char *dir, int B, int frags, int iters, int gpu, Row *row) {
     DataSource ds;
     if (datasource_open(dir, "train", frags, &ds)) return -1;
     ds.use_gpu = gpu;
     int n = B < (int)ds.n_samples ? B : (int)ds.n_samples;
-    float *x = falloc(datasource_sample_elems(&ds) * n);
-    int32_t *c = xmalloc(sizeof(int32_t) * n * ds.n_frag), *s = xmalloc(sizeof(int32_t) * n * ds.n_frag);
+    int spe = (int)(ds.n_samples / n);
+    LoaderOpts lo = {&ds, n, spe > 0 ? spe : 1, 7, gpu};
+    Loader *l = loader_create(&lo);
     double *t = xmalloc(sizeof(double) * iters);
-    int rc = 0;
+    int rc = l ? 0 : -1;
     for (int i = -1; i < iters && !rc; i++) { /* i = -1: warm-up (plans, first touches) */
         double t0 = now_seconds();
-        rc = loader_eval_batch(&ds, 1234 + (uint64_t)i, (uint64_t)((i + 1) * n) % (ds.n_samples - n + 1), n, x, c,
-                               s);
+        rc = loader_produce(l, (uint64_t)(i + 1)) ? 0 : -1;
         if (i >= 0) t[i] = (now_seconds() - t0) * 1e3;
     }
     if (!rc) {
@@ -43,24 +47,18 @@ static int bench_one(const char *dir, int B, int frags, int iters, int gpu, Row 
         row->med_ms = t[iters / 2];
         row->min_ms = t[0];
         /* the loader thread, with a consumer that takes batches as fast as they come */
-        int spe = (int)(ds.n_samples / n);
-        LoaderOpts lo = {&ds, n, spe > 0 ? spe : 1, 7, 0};
-        Loader *l = loader_create(&lo);
-        if (!l || loader_start(l, 0, (uint64_t)iters)) rc = -1;
+        if (loader_start(l, 0, (uint64_t)iters)) rc = -1;
         double t0 = now_seconds();
         for (int i = 0; i < iters && !rc; i++)
             if (!loader_next(l)) rc = -1;
         row->thread_bps = iters / (now_seconds() - t0);
-        loader_free(l);
     }
+    loader_free(l);
     snprintf(row->data, sizeof row->data, "%s", dir);
     snprintf(row->path, sizeof row->path, "%s", gpu ? "gpu" : "cpu");
     row->B = n;
     row->n_frag = (int)ds.n_frag;
     int is_insnotes = !strcmp(ds.kind, "insnotes");
-    ffree(x);
-    free(c);
-    free(s);
     free(t);
     datasource_close(&ds);
     return rc ? -1 : is_insnotes;

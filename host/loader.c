@@ -1,5 +1,8 @@
 /* The loader thread and its two buffers (include/loader.h). Slot k holds the batches of steps with s % 2 == k;
- * the thread fills a slot only after the trainer has handed it back, so at most one batch is ahead. */
+ * the thread fills a slot only after the trainer has handed it back, so at most one batch is ahead.
+ * On CUDA a batch reaches the slot's device buffer in one of two ways: the host batch (get_batch) uploaded on the
+ * copy stream, or, for sources with device features (use_gpu and get_raw: InsNotes), the raw audio uploaded and
+ * turned into the features in place by cuda_stft_features; the features are then never on the host. */
 #define _POSIX_C_SOURCE 200809L
 #include "loader.h"
 
@@ -31,6 +34,11 @@ struct Loader {
     double wait_s, produce_s;
     uint64_t produced;
     CudaCopyStream *cs;
+    int dev_feat;           /* features computed on the device (cuda, ds->use_gpu, ds->get_raw) */
+    CudaStft *stft;         /* dev_feat: the device feature workspace */
+    float *raw;             /* dev_feat: pinned [B * n_frag][raw_elems], the batch's audio (one buffer: each
+                             * batch is uploaded before produce returns) */
+    int32_t *mask;          /* dev_feat: [B][2] */
 };
 
 uint64_t loader_aug_seed(uint64_t seed, int epoch, uint64_t sample) {
@@ -42,11 +50,17 @@ static size_t sample_floats(const Loader *l) { return (size_t)datasource_sample_
 Loader *loader_create(const LoaderOpts *o) {
     Loader *l = xcalloc(1, sizeof *l);
     l->o = *o;
+    l->dev_feat = o->cuda && o->ds->use_gpu && o->ds->get_raw && o->ds->raw_elems;
     size_t xs = sizeof(float) * sample_floats(l) * o->B, ls = sizeof(int32_t) * o->ds->n_frag * o->B;
+    if (l->dev_feat) {
+        size_t rs = sizeof(float) * o->ds->raw_elems * o->ds->n_frag * o->B;
+        l->mask = xmalloc(sizeof(int32_t) * 2 * o->B);
+        if (!(l->raw = cuda_host_alloc(rs))) { loader_free(l); return NULL; }
+    }
     for (int k = 0; k < 2; k++) {
         Batch *b = &l->slot[k];
         if (o->cuda) {
-            if (!(b->x = cuda_host_alloc(xs))) { loader_free(l); return NULL; }
+            if (!l->dev_feat && !(b->x = cuda_host_alloc(xs))) { loader_free(l); return NULL; }
             b->x_dev = cuda_alloc(xs);
         } else {
             b->x = falloc(sample_floats(l) * o->B);
@@ -83,7 +97,13 @@ static int produce(Loader *l, uint64_t step, Batch *b) {
     b->step = step;
     b->epoch = epoch;
     b->B = n;
+    if (l->dev_feat) { /* audio up once, features made in the slot's device buffer: nothing comes back */
+        if (!l->stft && !(l->stft = cuda_stft_create())) return -1;
+        if (o->ds->get_raw(o->ds, l->idx, l->aug, n, l->raw, l->mask, b->content, b->style)) return -1;
+        return cuda_stft_features(l->stft, l->raw, n, (int)o->ds->n_frag, l->mask, (float *)b->x_dev);
+    }
     if (o->ds->get_batch(o->ds, l->idx, l->aug, n, b->x, b->content, b->style)) return -1;
+    if (o->cuda && !l->cs && !(l->cs = cuda_copy_stream_create())) return -1;
     if (o->cuda &&
         cuda_copy_stream_h2d(l->cs, (void *)b->x_dev, b->x, sizeof(float) * sample_floats(l) * (size_t)n))
         return -1;
@@ -93,8 +113,7 @@ static int produce(Loader *l, uint64_t step, Batch *b) {
 static void *thread_main(void *arg) {
     Loader *l = arg;
     int bad = 0;
-    if (l->o.cuda && (cuda_thread_bind() || !(l->cs = cuda_copy_stream_create()))) bad = 1;
-    if (l->o.ds->use_gpu && !l->o.cuda && !bad) bad = (cuda_thread_bind() != 0);
+    if (l->o.cuda && cuda_thread_bind()) bad = 1; /* the copy stream or STFT workspace is made on first use */
     for (uint64_t s = l->first; s < l->last; s++) {
         int k = (int)(s % 2);
         pthread_mutex_lock(&l->mu);
@@ -150,6 +169,13 @@ const Batch *loader_next(Loader *l) {
     return &l->slot[k];
 }
 
+const Batch *loader_produce(Loader *l, uint64_t step) {
+    if (l->running) { v3_error("loader: loader_produce on a started loader"); return NULL; }
+    if (l->o.steps_per_epoch < 1) { v3_error("loader: no batches per epoch"); return NULL; }
+    if (l->o.cuda && cuda_thread_bind()) return NULL;
+    return produce(l, step, &l->slot[0]) ? NULL : &l->slot[0];
+}
+
 void loader_times(const Loader *l, double *wait_s, double *produce_s, uint64_t *batches) {
     pthread_mutex_lock((pthread_mutex_t *)&l->mu);
     if (wait_s) *wait_s = l->wait_s;
@@ -168,10 +194,13 @@ void loader_free(Loader *l) {
         pthread_join(l->th, NULL);
     }
     if (l->cs) cuda_copy_stream_destroy(l->cs);
+    cuda_stft_destroy(l->stft);
+    if (l->raw) cuda_host_free(l->raw);
+    free(l->mask);
     for (int k = 0; k < 2; k++) {
         Batch *b = &l->slot[k];
         if (l->o.cuda) {
-            cuda_host_free(b->x);
+            if (b->x) cuda_host_free(b->x);
             cuda_free((void *)b->x_dev);
         } else {
             ffree(b->x);

@@ -12,6 +12,7 @@
 #ifndef V3_CUDA_BACKEND_H
 #define V3_CUDA_BACKEND_H
 #include <stddef.h>
+#include <stdint.h>
 
 #include "op_list.h"
 
@@ -51,6 +52,20 @@ typedef struct CudaCopyStream CudaCopyStream;
 CudaCopyStream *cuda_copy_stream_create(void);
 void cuda_copy_stream_destroy(CudaCopyStream *c);
 int cuda_copy_stream_h2d(CudaCopyStream *c, void *dst, const void *src, size_t bytes);
+/* InsNotes features on the device (kernels/stft.cu), for the loader's device batches: from a DataSource's
+ * get_raw (include/datasource.h) to the x get_batch would give, without a round trip through the host.
+ * cuda_stft_features uploads n = B * n_frag blocks of INSNOTES_FRAG_AUDIO samples from host `audio`
+ * (asynchronously when it is pinned, cuda_host_alloc), computes include/stft.h's log-magnitude STFT (cuFFT R2C),
+ * sets rows [mask[2b], mask[2b] + mask[2b+1]) of sample b's fragments to 0, then every exact 0 to 1e-8, and
+ * writes out_dev (DEVICE, [n][512][32]). It runs on the workspace's own stream and returns when out_dev is
+ * complete, so the backend stream may read it next; call it from a thread bound to cuda_init's device. The
+ * workspace loads cuFFT with dlopen and grows its buffers (and remakes its plan) when n changes. Unlike the
+ * kernels above, failures are returned, never fatal and never a CPU fallback: NULL or -1 with a v3_error naming
+ * what is missing (no device, no cuFFT) or wrong (counts < 1). */
+typedef struct CudaStft CudaStft;
+CudaStft *cuda_stft_create(void);
+void cuda_stft_destroy(CudaStft *s);
+int cuda_stft_features(CudaStft *s, const float *audio, int B, int n_frag, const int32_t *mask, float *out_dev);
 
 
 /* ---- libraries loaded at run time (kernels/cuda_libs.cu) ----

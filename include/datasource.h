@@ -1,7 +1,8 @@
 /* A split of a dataset as the trainer sees it: n_samples samples of n_frag fragments [C, H, W] with per-fragment
  * content/style labels, produced a batch at a time. Three kinds sit behind this interface:
  *   v3ds      a tensor file DIR/<split>.v3ds (synthetic data; include/dataset.h)
- *   insnotes  a note bank plus a seeded recipe; samples are assembled and STFT'd when loaded (include/insnotes.h)
+ *   insnotes  a note bank plus a seeded recipe; samples are assembled and STFT'd when loaded (include/insnotes.h):
+ *             on the CPU by get_batch, or on the device from get_raw's audio (host/loader.c)
  *   phonenums PNG pages plus a label index (include/phonenums.h)
  * datasource_open() picks the kind from the files in DIR. */
 #ifndef V3_DATASOURCE_H
@@ -18,7 +19,10 @@ struct DataSource {
     uint32_t n_frag, C, H, W;
     uint32_t n_content, n_style;
     int ood;                 /* an OOD set: splits 1_shot, 5_shot, 10_shot, test (else train, val, test) */
-    int use_gpu;             /* set by the caller after open: kinds with a GPU path (the InsNotes STFT) use it */
+    int use_gpu;             /* set by the caller after open (a GPU run): the loader computes the features of kinds
+                              * with get_raw on the device (host/loader.c with LoaderOpts.cuda); get_batch stays on
+                              * the CPU but spreads its work over the OpenMP threads (the cores are otherwise idle) */
+    uint32_t raw_elems;      /* floats of raw input per fragment for get_raw (0: the kind has no get_raw) */
     void *impl;
     /* Fill B samples: sample idx[b] with augmentation seed aug[b] (the random start slot/fragment and the
      * frequency mask are pure functions of it, so a batch is reproducible and resumes replay exactly).
@@ -27,6 +31,15 @@ struct DataSource {
      * independent (each owns its scratch buffers and FFT plans). */
     int (*get_batch)(DataSource *ds, const uint64_t *idx, const uint64_t *aug, int B, float *x, int32_t *content,
                      int32_t *style);
+    /* Optional (NULL unless raw_elems > 0): the same batch before its feature transform, for features computed
+     * on the device where the training step reads them. Same samples, augmentation draws and labels as
+     * get_batch; raw: [B * n_frag][raw_elems] (may be NULL: labels and mask only); mask: [B][2], the frequency
+     * band [mask[2b], mask[2b] + mask[2b+1]) of sample b's fragments that the feature sets to 0 (then 0 -> 1e-8).
+     * Only InsNotes has one: raw = each fragment's INSNOTES_FRAG_AUDIO audio samples, the feature the
+     * log-magnitude STFT of include/stft.h; cuda_stft_features (include/cuda_backend.h) turns it into x on the
+     * device, equal to get_batch's x up to float rounding. Never touches a GPU itself. */
+    int (*get_raw)(DataSource *ds, const uint64_t *idx, const uint64_t *aug, int B, float *raw, int32_t *mask,
+                   int32_t *content, int32_t *style);
     void (*close)(DataSource *ds);
 };
 

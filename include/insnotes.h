@@ -12,7 +12,9 @@
  * by linear interpolation), times the authors' random piecewise envelope, times the stored peak gain (0.9 / peak).
  * When loaded, a sample is n_frag consecutive slots from a random start (mod 120), each slot STFT'd to 512 x 32
  * (n_fft 1024, hop 512, periodic Hann, centred with zero padding, log(|X| + 1e-5), Nyquist bin dropped), then
- * the authors' FrequencyMasking(15) and 0 -> 1e-8. Content = slot % 12, style = instrument index. */
+ * the authors' FrequencyMasking(15) and 0 -> 1e-8. Content = slot % 12, style = instrument index.
+ * The DataSource's get_batch does all of it on the CPU (FFTW); its get_raw stops at the audio and the mask band,
+ * which the loader uploads and turns into the same features on the device (cuda_stft_features). */
 #ifndef V3_INSNOTES_H
 #define V3_INSNOTES_H
 #include <stddef.h>
@@ -91,4 +93,8 @@ void insnotes_file_init(InsnotesFile *f, uint64_t file_seed, int style, float ga
 /* Samples [t0, t1) of the file's signal (0 outside [0, INSNOTES_FILE_LEN)), times f->gain. The value at t does
  * not depend on the range asked for. */
 void insnotes_signal(const InsnotesBank *b, const InsnotesFile *f, int64_t t0, int64_t t1, float *out);
+/* The feature's last two steps on the host, in place on B samples of n_frag log-magnitude STFTs ([512][32] each):
+ * rows [mask[2b], mask[2b] + mask[2b+1]) of sample b's fragments set to 0 (the frequency mask, in the log domain),
+ * then every exact 0 -> 1e-8. get_batch's CPU path; the GPU's (cuda_stft_features) is tested against it. */
+void insnotes_mask_and_guard(float *x, int B, int n_frag, const int32_t *mask);
 #endif

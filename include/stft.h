@@ -19,12 +19,9 @@ void stft_cpu_free(StftCpu *s);
 void stft_logmag_cpu(StftCpu *s, const float *audio, int n_frags, float *out);
 /* Direct O(N^2) DFT in double precision: the reference both FFT paths are tested against. */
 void stft_logmag_dft(const float *audio, int n_frags, float *out);
-/* cuFFT on the current CUDA device (kernels/stft.cu; cuFFT is dlopen()ed). Host in, host out; internal device
- * buffers grow as needed. Returns 0, or -1 with v3_last_error() (no GPU, no cuFFT). */
-typedef struct StftGpu StftGpu;
-StftGpu *stft_gpu_create(void);   /* NULL with v3_last_error() when unavailable */
-void stft_gpu_free(StftGpu *s);
-int stft_logmag_gpu(StftGpu *s, const float *audio, int n_frags, float *out);
+/* The same transform on the GPU (cuFFT, kernels/stft.cu) is part of the CUDA backend: cuda_stft_features in
+ * include/cuda_backend.h computes the whole InsNotes feature (this STFT, the mask, 0 -> 1e-8) from host audio
+ * straight into a device buffer. */
 #ifdef __cplusplus
 }
 #endif

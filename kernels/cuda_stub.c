@@ -61,15 +61,16 @@ int cuda_copy_stream_h2d(CudaCopyStream *c, void *dst, const void *src, size_t b
     return v3_error("cuda_copy_stream_h2d: %s", NO_CUDA);
 }
 
-/* InsNotes STFT on the GPU (include/stft.h): unavailable, so the loader reports it instead of falling back. */
-#include "stft.h"
-StftGpu *stft_gpu_create(void) {
+/* InsNotes features on the GPU: unavailable, so the loader reports it instead of falling back to the CPU. */
+CudaStft *cuda_stft_create(void) {
     v3_error("GPU STFT: this build has no CUDA support (built without CUDA: nvcc was not found at build time)");
     return NULL;
 }
-void stft_gpu_free(StftGpu *s) { (void)s; }
-int stft_logmag_gpu(StftGpu *s, const float *audio, int n_frags, float *out) {
-    return v3_error("stft_logmag_gpu: %s", NO_CUDA);
+void cuda_stft_destroy(CudaStft *s) {
+    if (s) UNREACHABLE("cuda_stft_destroy");
+}
+int cuda_stft_features(CudaStft *s, const float *audio, int B, int n_frag, const int32_t *mask, float *out_dev) {
+    return v3_error("cuda_stft_features: %s", NO_CUDA);
 }
 
 /* Griffin-Lim on the GPU (include/griffinlim.h): unavailable; griffinlim_cpu is the working path. */

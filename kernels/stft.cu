@@ -1,13 +1,16 @@
-/* The InsNotes log-magnitude STFT on the GPU (include/stft.h): frame + periodic Hann window, batched cuFFT R2C,
- * log(|X| + 1e-5) written as [frag][512 bins][32 frames]. Same definition as host/stft_cpu.c (FFTW), which the
- * tests compare against.
+/* The InsNotes feature on the GPU (include/cuda_backend.h, cuda_stft_*): upload of the fragments' audio, frame +
+ * periodic Hann window, batched cuFFT R2C, log(|X| + 1e-5) of bins 0..511 written as [frag][512 bins][32 frames],
+ * the sample's frequency mask (rows set to 0) and 0 -> 1e-8, straight into the caller's device buffer (the loader's
+ * batch, which the training step reads in place). Same definition as host/stft_cpu.c (FFTW) plus the masking of
+ * datasets/insnotes_source.c (insnotes_mask_and_guard), which tests/gpu/test_gpu_stft.c compares against.
  * cuFFT is dlopen()ed (libcufft.so.12, else libcufft.so) like cuBLAS/cuDNN in cuda_libs.cu, so the binary starts
- * on machines without it; only the types come from cufft.h. The STFT owns its stream and pinned staging buffers
- * (the host arrays of the loader thread are pageable). Every CUDA and cuFFT call is checked; failures return -1
- * with v3_error() instead of exiting, so the trainer can report which part is missing. */
+ * on machines without it; only the types come from cufft.h. The workspace owns its stream; the audio is read from
+ * the caller's host buffer (pinned by the loader, so the copy is a DMA). Every CUDA and cuFFT call is checked;
+ * failures return -1 with v3_error() instead of exiting, so the trainer can report which part is missing. */
 #include <cuda_runtime.h>
 #include <cufft.h>
 #include <dlfcn.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +19,7 @@
 extern "C" {
 #include "common.h"
 #include "insnotes.h"
-#include "stft.h"
+#include "cuda_backend.h"
 }
 
 #define NFFT INSNOTES_NFFT
@@ -28,7 +31,7 @@ typedef cufftResult (*SetStreamFn)(cufftHandle, cudaStream_t);
 typedef cufftResult (*ExecR2CFn)(cufftHandle, cufftReal *, cufftComplex *);
 typedef cufftResult (*DestroyFn)(cufftHandle);
 
-struct StftGpu {
+struct CudaStft {
     void *so;
     PlanManyFn plan_many;
     SetStreamFn set_stream;
@@ -38,9 +41,10 @@ struct StftGpu {
     cufftHandle plan;
     int plan_frags;          /* fragments the plan was made for (0: none) */
     int cap;                 /* fragments the buffers hold */
-    float *d_win, *d_audio, *d_frames, *d_out;
+    int mask_cap;            /* samples d_mask holds */
+    float *d_win, *d_audio, *d_frames;
     cufftComplex *d_spec;
-    float *h_in, *h_out;     /* pinned staging */
+    int32_t *d_mask;         /* [B][2] */
 };
 
 #define CU_TRY(call, what)                                                                                    \
@@ -62,12 +66,17 @@ __global__ void frame_kernel(const float *audio, const float *win, float *frames
     }
 }
 
-/* spec [n * 32][513] -> out [n][512][32]: log(|X| + 1e-5), the same float formula as the CPU path */
-__global__ void logmag_kernel(const cufftComplex *spec, float *out, size_t total) {
+/* spec [n * 32][513] -> out [n][512][32]: log(|X| + 1e-5), the same float formula as the CPU path; then the
+ * mask of the fragment's sample (rows [mask[2b], mask[2b] + mask[2b+1]) become 0) and every exact 0 -> 1e-8, as
+ * insnotes_mask_and_guard does on the host. */
+__global__ void logmag_kernel(const cufftComplex *spec, const int32_t *mask, int n_frag, float *out, size_t total) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         size_t f = i % NFR, k = (i / NFR) % INSNOTES_BINS, blk = i / ((size_t)NFR * INSNOTES_BINS);
+        size_t b = blk / (size_t)n_frag;
+        long lo = mask[2 * b], hi = lo + mask[2 * b + 1];
         cufftComplex c = spec[(blk * NFR + f) * NBIN + k];
-        out[i] = logf(sqrtf(c.x * c.x + c.y * c.y) + 1e-5f);
+        float v = ((long)k >= lo && (long)k < hi) ? 0.0f : logf(sqrtf(c.x * c.x + c.y * c.y) + 1e-5f);
+        out[i] = v == 0.0f ? 1e-8f : v;
     }
 }
 
@@ -76,30 +85,30 @@ static unsigned grid_for(size_t n) {
     return (unsigned)(g < 1 ? 1 : g > 8192 ? 8192 : g);
 }
 
-static void release_buffers(StftGpu *s) {
+static void release_buffers(CudaStft *s) {
     cudaFree(s->d_audio);
     cudaFree(s->d_frames);
     cudaFree(s->d_spec);
-    cudaFree(s->d_out);
-    cudaFreeHost(s->h_in);
-    cudaFreeHost(s->h_out);
-    s->d_audio = s->d_frames = s->d_out = s->h_in = s->h_out = NULL;
+    s->d_audio = s->d_frames = NULL;
     s->d_spec = NULL;
     s->cap = 0;
 }
 
-static int ensure(StftGpu *s, int n) {
+static int ensure(CudaStft *s, int B, int n) {
+    if (n > s->cap || B > s->mask_cap) CU_TRY(cudaStreamSynchronize(s->stream), "synchronise before growing buffers");
+    if (B > s->mask_cap) {
+        cudaFree(s->d_mask);
+        s->d_mask = NULL;
+        s->mask_cap = 0;
+        CU_TRY(cudaMalloc(&s->d_mask, sizeof(int32_t) * 2 * (size_t)B), "cudaMalloc mask");
+        s->mask_cap = B;
+    }
     if (n > s->cap) {
-        CU_TRY(cudaStreamSynchronize(s->stream), "synchronise before growing buffers");
         release_buffers(s);
-        size_t fa = (size_t)n * INSNOTES_FRAG_AUDIO, ff = (size_t)n * NFR * NFFT, fs = (size_t)n * NFR * NBIN,
-               fo = (size_t)n * INSNOTES_BINS * NFR;
+        size_t fa = (size_t)n * INSNOTES_FRAG_AUDIO, ff = (size_t)n * NFR * NFFT, fs = (size_t)n * NFR * NBIN;
         CU_TRY(cudaMalloc(&s->d_audio, fa * sizeof(float)), "cudaMalloc audio");
         CU_TRY(cudaMalloc(&s->d_frames, ff * sizeof(float)), "cudaMalloc frames");
         CU_TRY(cudaMalloc(&s->d_spec, fs * sizeof(cufftComplex)), "cudaMalloc spectrum");
-        CU_TRY(cudaMalloc(&s->d_out, fo * sizeof(float)), "cudaMalloc output");
-        CU_TRY(cudaMallocHost(&s->h_in, fa * sizeof(float)), "cudaMallocHost input staging");
-        CU_TRY(cudaMallocHost(&s->h_out, fo * sizeof(float)), "cudaMallocHost output staging");
         s->cap = n;
     }
     if (n != s->plan_frags) { /* a cuFFT plan has a fixed batch: one per fragment count (constant in training) */
@@ -116,7 +125,7 @@ static int ensure(StftGpu *s, int n) {
     return 0;
 }
 
-static void *sym(StftGpu *s, const char *name, int *bad) {
+static void *sym(CudaStft *s, const char *name, int *bad) {
     void *p = dlsym(s->so, name);
     if (!p && !*bad) {
         v3_error("GPU STFT: the cuFFT library has no symbol %s (expected cuFFT 11 or 12)", name);
@@ -125,7 +134,7 @@ static void *sym(StftGpu *s, const char *name, int *bad) {
     return p;
 }
 
-static int create(StftGpu *s) {
+static int create(CudaStft *s) {
     int ndev = 0;
     cudaError_t e = cudaGetDeviceCount(&ndev);
     if (e != cudaSuccess || ndev == 0)
@@ -154,43 +163,48 @@ static int create(StftGpu *s) {
     return 0;
 }
 
-extern "C" StftGpu *stft_gpu_create(void) {
-    StftGpu *s = (StftGpu *)xcalloc(1, sizeof *s);
+extern "C" CudaStft *cuda_stft_create(void) {
+    CudaStft *s = (CudaStft *)xcalloc(1, sizeof *s);
     if (create(s)) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", v3_last_error());
-        stft_gpu_free(s);
+        cuda_stft_destroy(s);
         v3_error("%s", msg);
         return NULL;
     }
     return s;
 }
 
-extern "C" void stft_gpu_free(StftGpu *s) {
+extern "C" void cuda_stft_destroy(CudaStft *s) {
     if (!s) return;
     if (s->stream) cudaStreamSynchronize(s->stream);
     if (s->plan_frags) s->destroy(s->plan);
     release_buffers(s);
+    cudaFree(s->d_mask);
     cudaFree(s->d_win);
     if (s->stream) cudaStreamDestroy(s->stream);
     if (s->so) dlclose(s->so);
     free(s);
 }
 
-extern "C" int stft_logmag_gpu(StftGpu *s, const float *audio, int n_frags, float *out) {
-    if (n_frags < 1) return v3_error("GPU STFT: %d fragments (expected >= 1)", n_frags);
-    if (ensure(s, n_frags)) return -1;
-    size_t fa = (size_t)n_frags * INSNOTES_FRAG_AUDIO, ff = (size_t)n_frags * NFR * NFFT,
-           fo = (size_t)n_frags * INSNOTES_BINS * NFR;
-    memcpy(s->h_in, audio, fa * sizeof(float));
-    CU_TRY(cudaMemcpyAsync(s->d_audio, s->h_in, fa * sizeof(float), cudaMemcpyHostToDevice, s->stream), "copy in");
+extern "C" int cuda_stft_features(CudaStft *s, const float *audio, int B, int n_frag, const int32_t *mask,
+                                  float *out_dev) {
+    if (B < 1 || n_frag < 1 || n_frag > INSNOTES_NOTES)
+        return v3_error("GPU STFT: %d samples of %d fragments (expected >= 1 samples of 1..%d fragments)", B, n_frag,
+                        INSNOTES_NOTES);
+    if ((long long)B * n_frag * NFR > INT_MAX)
+        return v3_error("GPU STFT: %lld fragments in one call (at most %d)", (long long)B * n_frag, INT_MAX / NFR);
+    int n = B * n_frag;
+    if (ensure(s, B, n)) return -1;
+    size_t fa = (size_t)n * INSNOTES_FRAG_AUDIO, ff = (size_t)n * NFR * NFFT, fo = (size_t)n * INSNOTES_BINS * NFR;
+    CU_TRY(cudaMemcpyAsync(s->d_audio, audio, fa * sizeof(float), cudaMemcpyHostToDevice, s->stream), "copy audio in");
+    CU_TRY(cudaMemcpyAsync(s->d_mask, mask, sizeof(int32_t) * 2 * (size_t)B, cudaMemcpyHostToDevice, s->stream),
+           "copy mask in");
     frame_kernel<<<grid_for(ff), 256, 0, s->stream>>>(s->d_audio, s->d_win, s->d_frames, ff);
     CU_TRY(cudaGetLastError(), "frame kernel launch");
     FFT_TRY(s->exec_r2c(s->plan, s->d_frames, s->d_spec), "cufftExecR2C");
-    logmag_kernel<<<grid_for(fo), 256, 0, s->stream>>>(s->d_spec, s->d_out, fo);
+    logmag_kernel<<<grid_for(fo), 256, 0, s->stream>>>(s->d_spec, s->d_mask, n_frag, out_dev, fo);
     CU_TRY(cudaGetLastError(), "logmag kernel launch");
-    CU_TRY(cudaMemcpyAsync(s->h_out, s->d_out, fo * sizeof(float), cudaMemcpyDeviceToHost, s->stream), "copy out");
     CU_TRY(cudaStreamSynchronize(s->stream), "synchronise");
-    memcpy(out, s->h_out, fo * sizeof(float));
     return 0;
 }

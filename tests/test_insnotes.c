@@ -624,28 +624,56 @@ TEST(insnotes_batch_deterministic) {
     return 0;
 }
 
-TEST(insnotes_use_gpu_never_falls_back) {
+/* get_raw is get_batch stopped before the STFT: the same labels, and its audio and mask bands give get_batch's x
+ * bit for bit through the CPU's STFT + insnotes_mask_and_guard (the loader's device path starts from exactly
+ * this). use_gpu does not change get_batch (the CPU features; only the loader uses the device). */
+TEST(insnotes_get_raw_is_get_batch_before_the_stft) {
     REQUIRE_SYNTH();
     DataSource ds;
-    CHECK(open_ok(&ds, shared_set(), "train", 2) == 0, "open");
-    float *cpu = batch1(&ds, 3, 77, NULL, NULL);
-    CHECK(cpu, "cpu batch");
+    CHECK(open_ok(&ds, shared_set(), "train", 3) == 0, "open");
+    CHECK(ds.get_raw && ds.raw_elems == INSNOTES_FRAG_AUDIO, "InsNotes should offer get_raw (raw_elems %u)",
+          ds.raw_elems);
+    enum { B = 3, NF = 3 };
+    uint64_t idx[B] = {3, 0, 39}, aug[B] = {77, 5, 123456789};
+    size_t nx = (size_t)B * NF * FE;
+    float *x = xmalloc(sizeof(float) * nx), *xg = xmalloc(sizeof(float) * nx), *y = xmalloc(sizeof(float) * nx);
+    float *raw = xmalloc(sizeof(float) * B * NF * INSNOTES_FRAG_AUDIO);
+    poison(x, nx);
+    poison(xg, nx);
+    poison(y, nx);
+    poison(raw, (size_t)B * NF * INSNOTES_FRAG_AUDIO);
+    int32_t c1[B * NF], s1[B * NF], c2[B * NF], s2[B * NF], mask[2 * B], mask0[2 * B];
+    memset(mask, 0xFF, sizeof mask);
+    int rc1 = ds.get_batch(&ds, idx, aug, B, x, c1, s1);
+    int rc2 = ds.get_raw(&ds, idx, aug, B, raw, mask, c2, s2);
+    int rc3 = ds.get_raw(&ds, idx, aug, B, NULL, mask0, NULL, NULL); /* labels and mask only */
     ds.use_gpu = 1;
-    float *x = xmalloc(sizeof(float) * 2 * FE);
-    poison(x, 2 * FE);
-    uint64_t idx = 3, aug = 77;
-    v3_clear_error();
-    int rc = ds.get_batch(&ds, &idx, &aug, 1, x, NULL, NULL);
-    /* Without a usable GPU: an error naming the GPU STFT. With one: the same batch within float FFT noise
-     * (stft_err's measures; the masked rows are exactly 1e-8 on both paths). */
-    double mag = 0, lg = 0;
-    if (rc == 0) test_stft_err(x, cpu, 2, &mag, &lg);
-    ds.close(&ds);
-    free(cpu);
+    int rc4 = ds.get_batch(&ds, idx, aug, B, xg, NULL, NULL);
+    StftCpu *st = stft_cpu_create();
+    stft_logmag_cpu(st, raw, B * NF, y);
+    stft_cpu_free(st);
+    insnotes_mask_and_guard(y, B, NF, mask);
+    int bands_ok = 1;
+    for (int b = 0; b < B; b++) {
+        int start, lo, w;
+        aug_draws(aug[b], &start, &lo, &w);
+        bands_ok &= mask[2 * b] == lo && mask[2 * b + 1] == w;
+    }
+    int same_x = !memcmp(x, y, sizeof(float) * nx), same_gpu_flag = !memcmp(x, xg, sizeof(float) * nx);
+    int same_labels = !memcmp(c1, c2, sizeof c1) && !memcmp(s1, s2, sizeof s1), same_mask = !memcmp(mask, mask0, sizeof mask);
+    uint64_t bad = 40;
+    int rc5 = ds.get_raw(&ds, &bad, aug, 1, raw, mask, NULL, NULL);
     free(x);
-    CHECK(rc == 0 || strstr(v3_last_error(), "GPU STFT"), "use_gpu failure should name the GPU STFT: '%s'",
-          v3_last_error());
-    CHECK(mag <= 1e-4 && lg <= 1e-4, "GPU batch vs CPU: magnitude error %.3g, log error %.3g", mag, lg);
+    free(xg);
+    free(y);
+    free(raw);
+    ds.close(&ds);
+    CHECK(rc1 == 0 && rc2 == 0 && rc3 == 0 && rc4 == 0, "get_batch/get_raw failed: %s", v3_last_error());
+    CHECK(bands_ok && same_mask, "mask bands differ from the documented draws");
+    CHECK(same_labels, "get_raw's labels differ from get_batch's");
+    CHECK(same_x, "STFT + mask + guard of get_raw's audio differs from get_batch's x");
+    CHECK(same_gpu_flag, "use_gpu changed get_batch's output");
+    CHECK(rc5 == -1 && strstr(v3_last_error(), "40"), "out-of-range sample in get_raw: '%s'", v3_last_error());
     return 0;
 }
 

@@ -106,6 +106,41 @@ TEST(loader_batches_are_a_function_of_seed_and_step) {
     return 0;
 }
 
+static int fake_raw_never(DataSource *ds, const uint64_t *idx, const uint64_t *aug, int B, float *raw, int32_t *mask,
+                          int32_t *content, int32_t *style) {
+    return v3_error("fake: get_raw called by a host loader");
+}
+
+/* A source with device features (get_raw) on a host loader: get_batch's batches, use_gpu or not (the device path
+ * needs LoaderOpts.cuda); loader_produce gives the thread's batch of a step synchronously. */
+TEST(loader_host_path_ignores_get_raw_and_produce_matches) {
+    DataSource ds;
+    Fake f;
+    fake_open(&ds, &f, 23, (uint64_t)-1);
+    ds.get_raw = fake_raw_never;
+    ds.raw_elems = 7;
+    ds.use_gpu = 1;
+    LoaderOpts o = {&ds, 5, 5, 42, 0};
+    Loader *l = loader_create(&o);
+    CHECK(l, "create: %s", v3_last_error());
+    for (uint64_t s = 0; s < 7; s++) {
+        const Batch *b = loader_produce(l, s);
+        CHECK(b && b->x && !b->x_dev, "step %llu: %s", (unsigned long long)s, v3_last_error());
+        CHECK(b->step == s && same_as_reference(&ds, b, 5, 5, 42), "produced step %llu differs from the documented batch",
+              (unsigned long long)s);
+    }
+    CHECK(!loader_start(l, 3, 5), "start after produce: %s", v3_last_error());
+    for (uint64_t s = 3; s < 5; s++) {
+        const Batch *b = loader_next(l);
+        CHECK(b && b->step == s && same_as_reference(&ds, b, 5, 5, 42), "step %llu: %s", (unsigned long long)s,
+              v3_last_error());
+    }
+    CHECK(!loader_produce(l, 0) && strstr(v3_last_error(), "started"), "produce on a started loader: '%s'",
+          v3_last_error());
+    loader_free(l);
+    return 0;
+}
+
 TEST(loader_resume_from_any_step_replays) {
     DataSource ds;
     Fake f;
