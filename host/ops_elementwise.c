@@ -99,3 +99,9 @@ void ref_adamw(size_t n, float *p, const float *g, float *m, float *v, float lr,
         p[i] -= step * m[i] / (sqrtf(v[i]) / bc2s + eps);
     }
 }
+
+void ref_count_nonfinite(size_t n, const float *x, unsigned long long *count) {
+    unsigned long long c = 0;
+    for (size_t i = 0; i < n; i++) c += !isfinite(x[i]);
+    *count = c;
+}

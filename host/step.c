@@ -46,6 +46,7 @@ struct Step {
     float *pool[4];
     int *ind;
     double *scal; /* [0] reconstruction MSE, [1] commitment sum of squares */
+    unsigned long long *nonfinite; /* step_grads_finite's count */
     void *vq;
     PlanSet sets[MAX_PLAN_SETS];
     int nsets;
@@ -150,6 +151,7 @@ static void take_all(Step *s) {
     s->tmp_s = TAKEF(s, (size_t)dz * N);
     s->ind = (int *)take(s, sizeof(int) * (size_t)N);
     s->scal = (double *)take(s, sizeof(double) * 2);
+    s->nonfinite = (unsigned long long *)take(s, sizeof(unsigned long long));
     if ((size_t)m->flat * N > maxact) maxact = (size_t)m->flat * N;
     if (frag * N > maxact) maxact = frag * N;
     for (int k = 0; k < 4; k++) s->pool[k] = TAKEF(s, maxact);
@@ -745,18 +747,10 @@ int step_read_grads(Step *s, float *g_out) {
 }
 
 int step_grads_finite(Step *s) {
-    size_t n = s->m->n_trainable;
-    const float *g = s->g;
-    float *tmp = NULL;
-    if (!s->be->host_state) {
-        tmp = falloc(n);
-        if (s->be->sync() || s->be->d2h(tmp, s->g, sizeof(float) * n)) V3_FATAL("%s", v3_last_error());
-        g = tmp;
-    }
-    int ok = 1;
-    for (size_t i = 0; i < n && ok; i++) ok = isfinite(g[i]);
-    ffree(tmp);
-    return ok;
+    unsigned long long bad;
+    s->be->count_nonfinite(s->m->n_trainable, s->g, s->nonfinite);
+    if (s->be->sync() || s->be->d2h(&bad, s->nonfinite, sizeof bad)) V3_FATAL("%s", v3_last_error());
+    return bad == 0;
 }
 
 void step_internals(const Step *s, StepInternals *v) {

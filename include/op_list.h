@@ -124,6 +124,9 @@ const char *v3_math_name(V3Math m);
     OP(v3_forward, void, (void *w, const float *zc, const float *q, const float *zs))                           \
     OP(v3_backward, void, (void *w, const float *zc, const float *q, const float *zs, float *gzc, float *gzs)) \
     OP(v3_stats, const double *, (const void *w))                                                               \
+    /* *count = the number of non-finite (NaN or infinite) values of x, in the backend's memory: the step's    \
+     * check that a gradient is finite before the update. */                                                     \
+    OP(count_nonfinite, void, (size_t n, const float *x, unsigned long long *count))                           \
     /* AdamW (PyTorch): p *= 1 - lr wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;                            \
      * p -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps); t is 1-based. */                                    \
     OP(adamw, void,                                                                                             \

@@ -158,3 +158,24 @@ extern "C" void cuda_mse_bwd(size_t n, const float *a, const float *b, float sca
     mse_bwd_kernel<<<v3cu_grid(n), V3CU_BLOCK, 0, v3cu_stream()>>>(n, a, b, k, da);
     CUDA_CHECK_LAUNCH();
 }
+
+/* Per-thread counts, summed in each block, one integer atomicAdd per block: exact and order-independent. */
+__global__ void count_nonfinite_kernel(size_t n, const float *__restrict__ x, unsigned long long *count) {
+    __shared__ unsigned long long part[V3CU_BLOCK];
+    unsigned long long c = 0;
+    GRID_STRIDE(i, n) c += !isfinite(x[i]);
+    part[threadIdx.x] = c;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0 && part[0]) atomicAdd(count, part[0]);
+}
+
+extern "C" void cuda_count_nonfinite(size_t n, const float *x, unsigned long long *count) {
+    CUDA_CHECK(cudaMemsetAsync(count, 0, sizeof *count, v3cu_stream()));
+    if (!n) return;
+    count_nonfinite_kernel<<<v3cu_grid(n), V3CU_BLOCK, 0, v3cu_stream()>>>(n, x, count);
+    CUDA_CHECK_LAUNCH();
+}
