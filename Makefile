@@ -63,7 +63,7 @@ endif
 NVCCFLAGS ?= -O3 -std=c++17 -Iinclude \
     -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
 
-LIB_C   := $(filter-out host/main.c,$(wildcard host/*.c)) $(wildcard datasets/*.c)
+LIB_C   := $(filter-out host/cli/main.c,$(wildcard host/*.c host/*/*.c)) $(wildcard datasets/*.c)
 CU_SRC  := $(wildcard kernels/*.cu)
 TEST_C  := $(wildcard tests/test_*.c)
 GPU_TEST_C := $(wildcard tests/gpu/*.c)
@@ -114,7 +114,7 @@ build/libv3.a: $(LIB_OBJ)
 	$(SAY) AR $@
 	$(Q)ar rcs $@ $^
 
-v3: build/host/main.o build/libv3.a
+v3: build/host/cli/main.o build/libv3.a
 	$(SAY) LINK $@
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 

@@ -1,5 +1,5 @@
 /* Full training step on the GPU: forward, loss, backward, AdamW and the codebook update of the device model
- * (host/step.c), for the authors' insnotes and phonenums configs at batch 32, in each math mode.
+ * (host/model/step.c), for the authors' insnotes and phonenums configs at batch 32, in each math mode.
  * Inputs are random tensors of the real fragment shapes (the step's cost does not depend on the values).
  *   make bench && ./bench/bench_step [OUT.json] [--steps N] [--configs insnotes,phonenums] [--math fp32,tf32,bf16]
  * Each row: median and minimum ms/step over N timed steps (CUDA events around gpu_model_train_step, which ends

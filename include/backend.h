@@ -1,6 +1,6 @@
 /* A backend: one table of the ops in op_list.h, plus how its memory relates to the host. The training step
  * (step.h) is written once against this table.
- *   ref   the plain C reference ops in host memory: the specification (host/backend_ref.c);
+ *   ref   the plain C reference ops in host memory: the specification (host/ref/backend_ref.c);
  *   cpu   the fast CPU backend (its ops are the reference ops until they get faster ones);
  *   cuda  device memory, cuDNN, cuBLAS and our kernels (include/cuda_backend.h);
  *   emu   the reference ops behind a separate "device" memory: the step keeps its own copy of the model state

@@ -37,12 +37,12 @@ int cuda_init(int device);
  * (convolutions: a plan picks its cuDNN algorithms once, deterministic and, in FP32, exact-fp32 algorithms only,
  * logs the choice and reserves its workspace; running it allocates nothing; algos_save/load keep the choices of
  * a run for its resume), cublas_linear.cu (linear layers in the current math mode), vq.cu (fused nearest-code
- * search for codebooks that fit in shared memory; EMA; revival), v3stats.cu (V3 statistics), adamw.cu. */
+ * search for codebooks that fit in shared memory; EMA; revival), v3loss.cu (V3 statistics), adamw.cu. */
 V3_ALL_OPS(V3_DECLARE_CUDA)
 /* mean((a-b)^2) returned to the host (cuda_mse_fwd plus one copy; synchronises). */
 double cuda_mse_value(size_t n, const float *a, const float *b);
 
-/* Data streaming (host/loader.c). cuda_host_alloc: pinned host memory (NULL with a v3_error on failure).
+/* Data streaming (host/train/loader.c). cuda_host_alloc: pinned host memory (NULL with a v3_error on failure).
  * cuda_thread_bind: select cuda_init's device in the calling thread (the current device is per thread).
  * A copy stream uploads batches beside the backend stream; cuda_copy_stream_h2d waits for that stream only. */
 void *cuda_host_alloc(size_t bytes);

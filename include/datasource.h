@@ -2,7 +2,7 @@
  * content/style labels, produced a batch at a time. Three kinds sit behind this interface:
  *   v3ds      a tensor file DIR/<split>.v3ds (synthetic data; include/dataset.h)
  *   insnotes  a note bank plus a seeded recipe; samples are assembled and STFT'd when loaded (include/insnotes.h):
- *             on the CPU by get_batch, or on the device from get_raw's audio (host/loader.c)
+ *             on the CPU by get_batch, or on the device from get_raw's audio (host/train/loader.c)
  *   phonenums PNG pages plus a label index (include/phonenums.h)
  * datasource_open() picks the kind from the files in DIR. */
 #ifndef V3_DATASOURCE_H
@@ -20,7 +20,7 @@ struct DataSource {
     uint32_t n_content, n_style;
     int ood;                 /* an OOD set: splits 1_shot, 5_shot, 10_shot, test (else train, val, test) */
     int use_gpu;             /* set by the caller after open (a GPU run): the loader computes the features of kinds
-                              * with get_raw on the device (host/loader.c with LoaderOpts.cuda); get_batch stays on
+                              * with get_raw on the device (host/train/loader.c with LoaderOpts.cuda); get_batch stays on
                               * the CPU but spreads its work over the OpenMP threads (the cores are otherwise idle) */
     uint32_t raw_elems;      /* floats of raw input per fragment for get_raw (0: the kind has no get_raw) */
     void *impl;

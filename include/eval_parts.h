@@ -15,7 +15,7 @@ int eval_few_shot_adapt(EvalRun *r, DataSource *shots, double lr, double wd, int
 const char *eval_content_name(const DataSource *ds, int c, char *buf, size_t n);
 const char *eval_style_name(const DataSource *ds, int s, char *buf, size_t n);
 
-/* Figures and audio (host/eval_figures.c). Each appends the files it wrote to the JSON array writer `files`
+/* Figures and audio (host/eval/eval_figures.c). Each appends the files it wrote to the JSON array writer `files`
  * ("name" strings, comma-separated; *first tracks the comma). Return 0 or -1. */
 int eval_fig_confusion(const char *dir, const DataSource *ds, const int64_t *M, int K, int C, FILE *files, int *first);
 int eval_fig_tsne(const char *dir, const DataSource *ds, const Encoded *e, const float *codebook, int K, int points,

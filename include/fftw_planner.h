@@ -1,5 +1,5 @@
 /* One process-wide lock around FFTW's planner (plan creation and destruction), shared by every file that makes
- * FFTW plans (host/stft_cpu.c, host/griffinlim.c): FFTW's planner keeps global state and is not thread-safe, so
+ * FFTW plans (host/dsp/stft_cpu.c, host/dsp/griffinlim.c): FFTW's planner keeps global state and is not thread-safe, so
  * a lock per file would not be enough. fftwf_execute on distinct plans needs no lock. */
 #ifndef V3_FFTW_PLANNER_H
 #define V3_FFTW_PLANNER_H

@@ -1,4 +1,4 @@
-/* Internals of host/griffinlim.c (not part of the public API): what kernels/griffinlim.cu shares with the CPU
+/* Internals of host/dsp/griffinlim.c (not part of the public API): what kernels/griffinlim.cu shares with the CPU
  * path so both start from identical inputs, and the complex STFT and its inverse for tests/test_griffinlim.c. */
 #ifndef V3_GRIFFINLIM_INTERNAL_H
 #define V3_GRIFFINLIM_INTERNAL_H

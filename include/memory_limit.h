@@ -1,4 +1,4 @@
-/* How much memory a run may use, and sizes such as "8G" on the command line (host/memory_limit.c). */
+/* How much memory a run may use, and sizes such as "8G" on the command line (host/train/memory_limit.c). */
 #ifndef V3_MEMORY_LIMIT_H
 #define V3_MEMORY_LIMIT_H
 #include <stddef.h>

@@ -68,7 +68,7 @@ typedef struct {
     Rng rng;                /* VQ k-means and dead-code draws */
     V3LossCfg loss;
     int tie_pytorch;        /* loss_config.tie_gradient == "pytorch" */
-    /* The model's own step on the host (model_forward and the calls below; host/model_api.c) */
+    /* The model's own step on the host (model_forward and the calls below; host/model/model_api.c) */
     const struct Backend *host_backend; /* cpu unless set otherwise */
     struct Step *host_step;
     /* Host views of the last model_forward or model_encode: N fragments, zc, q, zs [N, d], ind [N], xhat [N, C, H, W]

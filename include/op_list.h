@@ -1,8 +1,8 @@
-/* The op list: every operation a backend provides to the training step (host/step.c), written ONCE here as an
+/* The op list: every operation a backend provides to the training step (host/model/step.c), written ONCE here as an
  * X-macro entry OP(name, return type, (parameters)). From it come
  *   - each backend's declarations:     ref_<name> (ops.h), cuda_<name> (cuda_backend.h), cpu_<name> later;
  *   - the Backend struct's members:    be->name (backend.h);
- *   - each backend's table:            host/backend_ref.c, host/backend_cuda.c;
+ *   - each backend's table:            host/ref/backend_ref.c, host/backend/backend_cuda.c;
  *   - the CUDA stubs of CPU-only builds (kernels/cuda_stub.c);
  *   - the op-by-op tests on every backend (tests/test_backend_ops.c).
  * Adding an op: an entry here, its ref_ implementation, its CUDA kernel, its case in test_backend_ops.c, and
@@ -34,7 +34,7 @@ static inline int conv_out_size(int in, int k, int s, int p) { return (in + 2 * 
  * FP32: exact float32. TF32: tensor cores, TF32 inputs, float32 accumulation and storage.
  * BF16: tensor cores, bfloat16 inputs, float32 accumulation; weights, gradients and optimiser state float32. */
 typedef enum { V3_MATH_FP32 = 0, V3_MATH_TF32 = 1, V3_MATH_BF16 = 2 } V3Math;
-/* "fp32" | "tf32" | "bf16" -> mode; -1 + v3_error for anything else. (host/cuda_common.c) */
+/* "fp32" | "tf32" | "bf16" -> mode; -1 + v3_error for anything else. (host/backend/cuda_common.c) */
 int v3_math_parse(const char *s, V3Math *out);
 const char *v3_math_name(V3Math m);
 

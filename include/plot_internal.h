@@ -1,4 +1,4 @@
-/* Shared by host/plot.c and host/plot_curves.c; not part of the plotting API. */
+/* Shared by host/plot/plot.c and host/plot/plot_curves.c; not part of the plotting API. */
 #ifndef V3_PLOT_INTERNAL_H
 #define V3_PLOT_INTERNAL_H
 #include "plot.h"

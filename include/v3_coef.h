@@ -1,7 +1,7 @@
 /* The V3 loss backward's coefficients: the hinges h(t) = max(0, r - t)/r with their activity indicators, and
  * dL/dF_c, dL/dS_c, dL/dF_s, dL/dS_s, dL/dS_s^ss from the statistics (spec v3.md §3, "Backward"). The one
- * definition, shared by the CPU reference (host/v3loss.c), the device reduction (kernels/v3stats.cu, inside a
- * kernel) and the gradient bounds of tests/gpu/test_gpu_v3stats.c and bench/bench_v3stats.c.
+ * definition, shared by the CPU reference (host/model/v3loss.c), the device reduction (kernels/v3loss.cu, inside a
+ * kernel) and the gradient bounds of tests/gpu/test_gpu_v3loss.c and bench/bench_v3loss.c.
  * Header-only (static inline; __host__ __device__ under nvcc). Products that feed a sum are rounded explicitly on
  * the device (__dmul_rn/__dadd_rn: no FMA contraction), as the host computes them (C11 mode: no contraction), so
  * host and device give the same bits from the same statistics. */

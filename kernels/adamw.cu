@@ -1,5 +1,5 @@
 /* AdamW (PyTorch semantics), one thread per parameter, grid-stride. The per-step scalars are computed on the host
- * with the same expressions as the CPU reference (host/ops_elementwise.c, ref_adamw), and the per-element float
+ * with the same expressions as the CPU reference (host/ref/elementwise.c, ref_adamw), and the per-element float
  * arithmetic uses explicitly rounded intrinsics (no fused multiply-add contraction), so the update is
  * bit-identical to the reference. */
 #include <math.h>

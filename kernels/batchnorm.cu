@@ -4,7 +4,7 @@
  * Per-channel reductions are deterministic two-stage sums in double: a (C, S) grid where block (c, s) sums a
  * fixed contiguous chunk of channel c's M = N*HW elements (block tree, fixed order) into one partial, then one
  * thread per channel adds its S partials in order. S depends only on the shape. No atomics. The statistics are
- * computed as the CPU reference does (host/ops_bn.c): two passes (mean, then the sum of squared deviations), all
+ * computed as the CPU reference does (host/ref/bn.c): two passes (mean, then the sum of squared deviations), all
  * per-channel coefficients in double with explicitly rounded operations, and the elementwise normalisation
  * y = x*a + b in float without fused multiply-add, so outputs match the reference up to the order of the double
  * sums. */

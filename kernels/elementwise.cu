@@ -1,6 +1,6 @@
 /* Elementwise kernels: exact-erf GELU (forward/backward), nearest upsampling (forward/backward), y += x, and
  * the mean squared error (forward: deterministic two-stage reduction; backward: elementwise).
- * Arithmetic mirrors the CPU reference (host/ops_elementwise.c) operation for operation: GELU in double,
+ * Arithmetic mirrors the CPU reference (host/ref/elementwise.c) operation for operation: GELU in double,
  * upsampling backward sums the fh*fw window in float in the same order, MSE in double. */
 #include <math.h>
 

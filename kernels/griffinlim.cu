@@ -1,4 +1,4 @@
-/* Griffin-Lim on the GPU (include/griffinlim.h): the same algorithm as host/griffinlim.c with cuFFT in place of
+/* Griffin-Lim on the GPU (include/griffinlim.h): the same algorithm as host/dsp/griffinlim.c with cuFFT in place of
  * FFTW. The CPU path is the specification; here it is split into kernels per step: magnitude x angle
  * (spectrum), batched C2R, overlap-add with the squared-window normalisation (audio), framing + window, batched
  * R2C, and the fast Griffin-Lim momentum/normalise update. The random initial phase, the window and the

@@ -1,7 +1,7 @@
 /* The InsNotes feature on the GPU (include/cuda_backend.h, cuda_stft_*): upload of the fragments' audio, frame +
  * periodic Hann window, batched cuFFT R2C, log(|X| + 1e-5) of bins 0..511 written as [frag][512 bins][32 frames],
  * the sample's frequency mask (rows set to 0) and 0 -> 1e-8, straight into the caller's device buffer (the loader's
- * batch, which the training step reads in place). Same definition as host/stft_cpu.c (FFTW) plus the masking of
+ * batch, which the training step reads in place). Same definition as host/dsp/stft_cpu.c (FFTW) plus the masking of
  * datasets/insnotes_source.c (insnotes_mask_and_guard), which tests/gpu/test_gpu_stft.c compares against.
  * cuFFT is dlopen()ed (libcufft.so.12, else libcufft.so) like cuBLAS/cuDNN in cuda_libs.cu, so the binary starts
  * on machines without it; only the types come from cufft.h. The workspace owns its stream; the audio is read from

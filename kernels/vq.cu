@@ -1,4 +1,4 @@
-/* Vector quantiser on the device: the twin of host/vq.c (include/vq.h). API in include/cuda_backend.h.
+/* Vector quantiser on the device: the twin of host/model/vq.c (include/vq.h). API in include/cuda_backend.h.
  *
  * ---- Production search (cuda_vq_search, "fused": small codebooks, limits below) ----
  * ONE launch of smallk_kernel<G, MODE_FUSED>, 256 threads (8 warps) a block. Block b owns the contiguous rows
@@ -91,7 +91,7 @@ extern "C" {
 #define VQ_THREADS (VQ_WARPS * 32)
 #define VQ_MAX_BLOCKS 264       /* cap on the row-partitioned kernels' grid (a function of N only) */
 #define VQ_FULL 0xffffffffu
-#define VQ_EPS 1e-5             /* Laplace smoothing, as host/vq.c */
+#define VQ_EPS 1e-5             /* Laplace smoothing, as host/model/vq.c */
 #define VQ_SORT_CHUNK 256       /* sorted positions per block in the general statistics path */
 #define VQ_GEMM_BUF_FLOATS ((size_t)32 << 20) /* VQS_GEMM score buffer: at most 32M floats (128 MB) */
 #define VQ_REVIVE_BATCH 256     /* (dead, row) pairs per revive launch, passed as a kernel parameter */

@@ -1,4 +1,4 @@
-/* Fragments as pictures (host/fragment_tiles.c): colour mapping, orientation, tiling and the codebook sheet. */
+/* Fragments as pictures (host/eval/fragment_tiles.c): colour mapping, orientation, tiling and the codebook sheet. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -86,7 +86,7 @@ static int perturbed_fails(const char *pname) {
 TEST(golden_cpu_detects_perturbed_stem_weight) { return perturbed_fails("encoder.cnn_1.0.weight"); }
 TEST(golden_cpu_detects_perturbed_output_weight) { return perturbed_fails("decoder.cnn_transpose_1.output_conv.weight"); }
 
-/* The device step's orchestration (host/step.c) on the emulated device: the same golden comparison. */
+/* The device step's orchestration (host/model/step.c) on the emulated device: the same golden comparison. */
 TEST(golden_device_step_emulated_matches_torch_reference) {
     int rc = gold_device_step(&backend_emu, V3_MATH_FP32, "device model on backend_emu");
     CHECK(rc == 0, "the emulated device step differs from the PyTorch reference (details above)");

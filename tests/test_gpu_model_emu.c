@@ -1,4 +1,4 @@
-/* The step (host/step.c) on the emulated device (backend emu: the reference ops behind a separate memory, so the
+/* The step (host/model/step.c) on the emulated device (backend emu: the reference ops behind a separate memory, so the
  * step keeps its own copy of the state and moves it as on CUDA) against the same step on the host Model's own
  * buffers (model_forward, backend cpu): same seed, same batches, so every loss term, every parameter and every
  * codebook entry must agree bit for bit, through k-means initialisation, EMA updates, dead-code revivals,

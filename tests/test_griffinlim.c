@@ -1,5 +1,5 @@
-/* Griffin-Lim on the CPU (host/griffinlim.c): the STFT/ISTFT pair it iterates, convergence on a harmonic
- * signal, the features -> magnitudes conversion against the training feature (host/stft_cpu.c), determinism and
+/* Griffin-Lim on the CPU (host/dsp/griffinlim.c): the STFT/ISTFT pair it iterates, convergence on a harmonic
+ * signal, the features -> magnitudes conversion against the training feature (host/dsp/stft_cpu.c), determinism and
  * argument checks, and the WAV writer. V3_TEST_VERBOSE=1 prints the measured numbers. */
 #include <math.h>
 #include <stdio.h>

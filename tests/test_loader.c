@@ -1,4 +1,4 @@
-/* The streaming loader (host/loader.c) and datasource_open's dispatch: batches are a pure function of
+/* The streaming loader (host/train/loader.c) and datasource_open's dispatch: batches are a pure function of
  * (seed, step), a held batch is never overwritten, resume from any step replays, errors surface. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* Feeds a .v3ck file to checkpoint_peek/checkpoint_load (host/checkpoint.c), as given and with its CRCs made right. */
+/* Feeds a .v3ck file to checkpoint_peek/checkpoint_load (host/formats/checkpoint.c), as given and with its CRCs made right. */
 #include "fuzz_util.h"
 
 #include "checkpoint.h"

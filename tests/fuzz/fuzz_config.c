@@ -1,4 +1,4 @@
-/* Feeds a YAML config to config_load (host/config.c) and config_validate; config_save's file must load back equal. */
+/* Feeds a YAML config to config_load (host/formats/config.c) and config_validate; config_save's file must load back equal. */
 #include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -1,4 +1,4 @@
-/* Feeds --set KEY=VALUE lines to config_set (host/config.c); config_save's file must load back equal. */
+/* Feeds --set KEY=VALUE lines to config_set (host/formats/config.c); config_save's file must load back equal. */
 #include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

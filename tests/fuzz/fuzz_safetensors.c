@@ -1,4 +1,4 @@
-/* Feeds a .safetensors file to st_read (host/safetensors.c), then weights_import into the fuzz model. */
+/* Feeds a .safetensors file to st_read (host/formats/safetensors.c), then weights_import into the fuzz model. */
 #include "fuzz_util.h"
 
 #include "safetensors.h"

@@ -203,7 +203,7 @@ static const ConvCase k_small[] = {
 };
 
 /* The insnotes model's layers (configs/insnotes.yaml: 512 x 32 fragments, batch 32 x 12 = 384 fragments; see
- * host/model_build.c): encoder cnn_1 (9x3 kernels, stride 2, 4..32 channels), cnn_2 (5x3, stride (2,1),
+ * host/model/model_build.c): encoder cnn_1 (9x3 kernels, stride 2, 4..32 channels), cnn_2 (5x3, stride (2,1),
  * 32..512 channels), 1x1 shortcuts, and the transposed decoder. Two layers at the full batch, the others at
  * N = 16..32 to keep the CPU reference quick. */
 static const ConvCase k_insnotes[] = {

@@ -1,4 +1,4 @@
-/* Golden test on the GPU: one training step of the device model (host/step.c over the CUDA backend, fp32
+/* Golden test on the GPU: one training step of the device model (host/model/step.c over the CUDA backend, fp32
  * math) against the independent PyTorch float64 reference in tests/golden/ (tools/torch_reference.py), with the
  * tolerances of the CPU golden test (tests/golden/golden_check.h) times gold_scale = 10 for the groups that float32
  * summation order moves (cuDNN may choose FFT or Winograd convolutions in fp32 FMA math); AdamW's arithmetic bound

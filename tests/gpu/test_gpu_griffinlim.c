@@ -1,4 +1,4 @@
-/* Griffin-Lim on the device (kernels/griffinlim.cu) against the CPU path (host/griffinlim.c), which is the
+/* Griffin-Lim on the device (kernels/griffinlim.cu) against the CPU path (host/dsp/griffinlim.c), which is the
  * specification. Every test starts with REQUIRE_GPU() (SKIP without a device). Inputs are fresh random
  * magnitudes: those of harmonic signals with random pitch and phase, and uniform random magnitudes (an
  * inconsistent spectrogram, the hardest case for agreement). Outputs are poisoned with NaN first.

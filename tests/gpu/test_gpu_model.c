@@ -1,4 +1,4 @@
-/* The whole training step on the GPU (host/step.c over the CUDA backend) against the CPU model, from the
+/* The whole training step on the GPU (host/model/step.c over the CUDA backend) against the CPU model, from the
  * same seed on the same batches of the synthetic dataset, in each math mode:
  *   step 0: every loss term and the full parameter gradient (one forward/backward from identical weights);
  *   50 steps: the total loss of every step along the two trajectories.

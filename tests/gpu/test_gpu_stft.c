@@ -1,6 +1,6 @@
 /* The InsNotes features on the device (kernels/stft.cu, cuda_stft_features: audio uploaded, STFT, mask, 0 -> 1e-8
  * written into a device buffer) against the CPU path (FFTW + insnotes_mask_and_guard) and the direct DFT, and the
- * loader's device batches (host/loader.c: InsNotes get_raw -> cuda_stft_features into x_dev) against its host
+ * loader's device batches (host/train/loader.c: InsNotes get_raw -> cuda_stft_features into x_dev) against its host
  * batches of the same steps.
  * Every test starts with REQUIRE_GPU() (SKIP without a device). Device outputs are poisoned with NaN first (all
  * bytes 0xFF), so an element the GPU never writes fails: test_stft_err turns any NaN into an infinite error.

@@ -1,4 +1,4 @@
-/* The vector quantiser on the device (kernels/vq.cu) against the CPU reference (host/vq.c).
+/* The vector quantiser on the device (kernels/vq.cu) against the CPU reference (host/model/vq.c).
  * Every test starts with REQUIRE_GPU() (SKIP without a device). Inputs are fresh random tensors with exact ties
  * built in: codeword K-1 duplicates codeword 0 and codeword K/2 duplicates codeword 1 (K >= 4), row 0 equals
  * codeword K-1 (so the CPU answer is 0) and every 7th row from row 3 equals some codeword.

@@ -1,4 +1,4 @@
-/* plot_training_curves: read a run's log.jsonl (one JSON object a line, written by host/train.c) and draw one
+/* plot_training_curves: read a run's log.jsonl (one JSON object a line, written by host/train/train.c) and draw one
  * panel per loss term with the train steps as lines and the validation epochs as points.
  * The reader is a small JSON scanner: objects of key/value pairs whose values we either take (strings for
  * "kind", numbers for "step" and the terms) or skip (nested arrays and objects such as val's "atoms"). */

@@ -1,4 +1,4 @@
-/* V3 statistics on the device: the forward and backward of v3_loss (host/v3loss.c, spec v3.md §3).
+/* V3 statistics on the device: the forward and backward of v3_loss (host/model/v3loss.c, spec v3.md §3).
  *
  * Quantities. Three row tensors X_0 = zc, X_1 = q [N, dc] and X_2 = zs [N, ds], N = B*n, sample b = rows
  * b*n .. b*n+n-1. "Within" terms: for every (tensor k, sample b) the mpd over the sample's n rows. "Between"
@@ -100,8 +100,8 @@ struct CudaV3 {
     unsigned k1_blocks, k2_blocks, bwd_chunks;
 };
 
-/* Test/benchmark knobs (not in the public header; declared by tests/gpu/test_gpu_v3stats.c and
- * bench/bench_v3stats.c): force the K2 rows into global memory, force the K2 tile (1..4; 0 = automatic).
+/* Test/benchmark knobs (not in the public header; declared by tests/gpu/test_gpu_v3loss.c and
+ * bench/bench_v3loss.c): force the K2 rows into global memory, force the K2 tile (1..4; 0 = automatic).
  * They apply to objects created afterwards. */
 static int g_force_global_rows = 0, g_force_tile = 0;
 extern "C" void cuda_v3_debug_options(int force_global_rows, int tile) {

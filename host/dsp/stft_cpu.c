@@ -3,7 +3,7 @@
  * Plans use FFTW_ESTIMATE: FFTW_MEASURE times candidate algorithms and may pick a different one on the next run,
  * which changes the low bits of the output and would break bit-exact resume. FFTW's planner is not thread-safe,
  * so plan creation and destruction are serialised by the process-wide lock of include/fftw_planner.h
- * (shared with host/griffinlim.c); fftwf_execute on distinct plans is thread-safe. */
+ * (shared with host/dsp/griffinlim.c); fftwf_execute on distinct plans is thread-safe. */
 #include <fftw3.h>
 #include <math.h>
 #include <stdlib.h>

@@ -117,11 +117,11 @@ static int cmd_train(int argc, char **argv) {
     return rc == 1 ? 130 : 0;
 }
 
-int cmd_bench(int argc, char **argv); /* host/bench_loader.c */
-int cmd_eval(int argc, char **argv);     /* host/eval_cli.c */
-int cmd_transfer(int argc, char **argv); /* host/eval_cli.c */
-int cmd_export(int argc, char **argv);   /* host/weights_cli.c */
-int cmd_import(int argc, char **argv);   /* host/weights_cli.c */
+int cmd_bench(int argc, char **argv); /* host/cli/bench_loader.c */
+int cmd_eval(int argc, char **argv);     /* host/cli/eval_cli.c */
+int cmd_transfer(int argc, char **argv); /* host/cli/eval_cli.c */
+int cmd_export(int argc, char **argv);   /* host/cli/weights_cli.c */
+int cmd_import(int argc, char **argv);   /* host/cli/weights_cli.c */
 
 static int cmd_info(int argc, char **argv) {
     const char *path = NULL, *sets[64];

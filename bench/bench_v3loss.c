@@ -1,8 +1,8 @@
-/* V3 statistics on the GPU (kernels/v3stats.cu): forward + backward of the four mean-pairwise-distance terms,
+/* V3 statistics on the GPU (kernels/v3loss.cu): forward + backward of the four mean-pairwise-distance terms,
  * their hinges and the gradients into zc/zs, at the PyTorch anchors' shapes (../shared/anchors: autograd
  * 3.19 ms at B=32 n=12 d=512, 7.00 ms at B=256 n=16 d=512, 50.3 ms at B=1024 n=32 d=256), plus the
  * phonenums size (B=32 n=10 d=256) and the supersample variant at the authors' size.
- *   make bench && ./bench/bench_v3stats [OUT.json]        (default bench/v3stats.json)
+ *   make bench && ./bench/bench_v3loss [OUT.json]        (default bench/v3loss.json)
  * Variants per shape, side by side:
  *   fwd+bwd          the production path: cuda_v3_forward + cuda_v3_backward (4 launches, no sync)
  *   fwd+bwd+readback the same plus cuda_sync and the 80-byte copy of the statistics (what a step pays when
@@ -33,7 +33,7 @@
 #include "v3loss.h"
 
 #ifdef V3_HAVE_CUDA
-/* Tuning knob of kernels/v3stats.cu (not in the public header). */
+/* Tuning knob of kernels/v3loss.cu (not in the public header). */
 void cuda_v3_debug_options(int force_global_rows, int tile);
 #define V3_DEBUG_OPTIONS(g, t) cuda_v3_debug_options((g), (t))
 #else
@@ -119,14 +119,14 @@ static int validate(const Ref *r, Ctx *c) {
              !cuda_d2h(gc, c->gzc, r->nc * sizeof(float)) && !cuda_d2h(gs, c->gzs, r->ns * sizeof(float));
     for (int i = 0; ok && i < V3_STATS_DOUBLES; i++)
         if (!(fabs(st[i] - r->ref[i]) <= 1e-12 + 1e-9 * fabs(r->ref[i]))) {
-            fprintf(stderr, "bench_v3stats: stat %d: gpu %.17g, cpu %.17g\n", i, st[i], r->ref[i]);
+            fprintf(stderr, "bench_v3loss: stat %d: gpu %.17g, cpu %.17g\n", i, st[i], r->ref[i]);
             ok = 0;
         }
     double ac = 1e-6 * r->bound_c, as = 1e-6 * r->bound_s;
     if (ok && scaled_err(gc, r->gc, r->nc, ac > 0 ? ac : 1e-30) > 1.0) ok = 0;
     if (ok && scaled_err(gs, r->gs, r->ns, as > 0 ? as : 1e-30) > 1.0) ok = 0;
     if (!ok)
-        fprintf(stderr, "bench_v3stats: validation failed at B=%d n=%d dc=%d ds=%d ss=%d\n", r->s->B, r->s->n,
+        fprintf(stderr, "bench_v3loss: validation failed at B=%d n=%d dc=%d ds=%d ss=%d\n", r->s->B, r->s->n,
                 r->s->dc, r->s->ds, r->s->ss);
     ffree(gc), ffree(gs);
     return ok;
@@ -141,7 +141,7 @@ static void measure(const Ref *r, Ctx *c, const char *variant, bench_fn fn, doub
     reps = reps < 1 ? 1 : reps > 500 ? 500 : reps;
     BenchRow row;
     memset(&row, 0, sizeof row);
-    snprintf(row.kernel, sizeof row.kernel, "v3stats");
+    snprintf(row.kernel, sizeof row.kernel, "v3loss");
     snprintf(row.variant, sizeof row.variant, "%s", variant);
     snprintf(row.shape, sizeof row.shape, "B=%d n=%d dc=%d ds=%d%s", r->s->B, r->s->n, r->s->dc, r->s->ds,
              r->s->ss ? " ss" : "");
@@ -157,7 +157,7 @@ static void measure(const Ref *r, Ctx *c, const char *variant, bench_fn fn, doub
 }
 
 int main(int argc, char **argv) {
-    const char *out = argc > 1 ? argv[1] : "bench/v3stats.json";
+    const char *out = argc > 1 ? argv[1] : "bench/v3loss.json";
     char desc[256];
     bench_init_device(desc, sizeof desc);
     static const Shape shapes[] = {

@@ -1,4 +1,4 @@
-/* V3 statistics on the device (kernels/v3stats.cu) against the CPU reference v3_loss (host/v3loss.c).
+/* V3 statistics on the device (kernels/v3loss.cu) against the CPU reference v3_loss (host/model/v3loss.c).
  * Every test starts with REQUIRE_GPU() (SKIP without a device). Each case draws fresh random zc, q, zs and:
  *  - checks the statistics block is NaN before the first forward (nothing stale is ever read as a result);
  *  - compares the 10 device statistics with v3_loss: relative 1e-9 (atol 1e-12). Both sides are double sums of
@@ -28,7 +28,7 @@
 #include "v3loss.h"
 
 #ifdef V3_HAVE_CUDA
-/* Test knob of kernels/v3stats.cu (not in the public header): force the K2 distance rows into global memory
+/* Test knob of kernels/v3loss.cu (not in the public header): force the K2 distance rows into global memory
  * and/or the K2 tile (1..4, 0 = automatic) for objects created afterwards. */
 void cuda_v3_debug_options(int force_global_rows, int tile);
 #define V3_DEBUG_OPTIONS(g, t) cuda_v3_debug_options((g), (t))
@@ -295,7 +295,7 @@ static int run_case(const Case *c, unsigned long long seed, double *ref_out, Res
 
 /* ---- tests ---- */
 
-TEST(gpu_v3stats_small_and_odd) {
+TEST(gpu_v3loss_small_and_odd) {
     REQUIRE_GPU();
     static const int shapes[][4] = {{2, 2, 1, 1},   {2, 3, 1, 2},   {3, 2, 2, 1},    {3, 5, 7, 33},
                                     {5, 3, 33, 31}, {4, 7, 64, 65}, {7, 9, 255, 257}, {11, 13, 31, 1}};
@@ -309,7 +309,7 @@ TEST(gpu_v3stats_small_and_odd) {
     return 0;
 }
 
-TEST(gpu_v3stats_authors_sizes) {
+TEST(gpu_v3loss_authors_sizes) {
     REQUIRE_GPU();
     /* insnotes B=32 n=12 d=512 (N=384; supersample: 24 groups of 16), phonenums B=32 n=10 d=256 (N=320:
      * 20 x 16), and 6 x 16 = 96 rows (supersample 12 groups of 8: groups straddle samples). */
@@ -324,7 +324,7 @@ TEST(gpu_v3stats_authors_sizes) {
     return 0;
 }
 
-TEST(gpu_v3stats_large) {
+TEST(gpu_v3loss_large) {
     REQUIRE_GPU();
     /* B=256 n=16 d=512 (benchmark size); 1024 and 1023 groups with tiny d (many K2 blocks, ragged tiles);
      * n=64 with d=1024/1000 (2016 pairs a sample, the widest rows). */
@@ -342,7 +342,7 @@ TEST(gpu_v3stats_large) {
 
 /* Relativity below every ratio (all hinges inactive: zero gradient, starting values untouched), above every
  * ratio (all active), between consecutive ratios (1, 2, 3 active), plus r = 1e-3 and 1e6. */
-TEST(gpu_v3stats_hinges) {
+TEST(gpu_v3loss_hinges) {
     REQUIRE_GPU();
     static const int shapes[][4] = {{8, 5, 24, 20}, {32, 12, 64, 48}};
     unsigned long long seed = 4000;
@@ -383,7 +383,7 @@ TEST(gpu_v3stats_hinges) {
 
 /* Every K2 tile, rows in shared and in global memory: all match the CPU and each other bit for bit (the
  * tile only changes which warp computes a distance, never the order of any sum). */
-TEST(gpu_v3stats_tiles_and_global_rows) {
+TEST(gpu_v3loss_tiles_and_global_rows) {
     REQUIRE_GPU();
     static const int shapes[][4] = {{40, 6, 70, 50}, {9, 7, 300, 33}};
     unsigned long long seed = 5000;
@@ -413,7 +413,7 @@ TEST(gpu_v3stats_tiles_and_global_rows) {
 }
 
 /* One object reused on different inputs (no state leaks between forwards); NULL gradient pointers. */
-TEST(gpu_v3stats_reuse_and_null_grads) {
+TEST(gpu_v3loss_reuse_and_null_grads) {
     REQUIRE_GPU();
     Case c = {12, 7, 40, 24, 1, 15.0, 1, 1, 0, 0};
     const int B = c.B, n = c.n, dc = c.dc, ds = c.ds;
@@ -473,7 +473,7 @@ TEST(gpu_v3stats_reuse_and_null_grads) {
     return 0;
 }
 
-TEST(gpu_v3stats_create_errors) {
+TEST(gpu_v3loss_create_errors) {
     REQUIRE_GPU();
     V3LossCfg cfg;
     memset(&cfg, 0, sizeof cfg);

@@ -2,7 +2,7 @@
  * grids, and the colour maps they use. Everything is drawn on an opaque white RGB24 surface, so the PNG is plain
  * 8-bit RGB, and filled rectangles sit on whole pixels, so a cell's colour in the file is exactly the colour map's.
  * Without cairo (V3_HAVE_CAIRO unset) the drawing functions return an error naming the Debian package; the colour
- * maps work either way. plot_training_curves (host/plot_curves.c) reads a run's log and calls plot_lines_styled. */
+ * maps work either way. plot_training_curves (host/plot/plot_curves.c) reads a run's log and calls plot_lines_styled. */
 #include "plot.h"
 #include "plot_internal.h"
 
