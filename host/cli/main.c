@@ -20,7 +20,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: v3 <command> [options]\n"
             "commands:\n"
-            "  train   --config FILE --out DIR [--steps N] [--resume] [--data DIR] [--device auto|cpu|cuda]\n"
+            "  train   --config FILE --out DIR [--steps N] [--resume] [--data DIR] [--device auto|ref|cpu|cuda]\n"
             "          [--math fp32|tf32|bf16] [--on-nan stop|rollback] [--max-rollbacks N]\n"
             "          [--set section.key=value ...] [--quiet]\n"
             "                                                        train V3 (GPU when present; default math fp32)\n"
@@ -47,7 +47,8 @@ static void train_usage(FILE *f) {
             "  --steps N            total steps to train to                     default: epochs x steps per epoch\n"
             "  --resume             continue DIR from checkpoints/latest.v3ck, replaying exactly  default: off\n"
             "                       (none there yet: start at step 0)\n"
-            "  --device D           auto | cpu | cuda (auto: the GPU when one is present)        default: auto\n"
+            "  --device D           auto | ref | cpu | cuda: the backend (auto: cuda when a GPU   default: auto\n"
+            "                       is present, else cpu; ref: the reference ops, the specification)\n"
             "  --math M             fp32 | tf32 | bf16 (CUDA path; fp32 is exact)               default: fp32\n"
             "  --on-nan A           stop | rollback when a step's loss or gradient is non-finite default: stop\n"
             "                       (rollback: reload checkpoints/latest.v3ck, skip that batch, go on)\n"
