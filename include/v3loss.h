@@ -14,6 +14,9 @@ typedef struct {
     double relativity; /* r */
     double eps;        /* 1e-5 */
     int supersample_content;
+    /* The rest of the objective, so the step reads every loss weight from one place (model_build fills all of
+     * them from loss_config.weights): total = w_recon * recon + weighted V3 terms + w_commit * commit. */
+    double w_recon, w_commit;
 } V3LossCfg;
 
 typedef struct {

@@ -599,7 +599,7 @@ static int read_loss(Step *s, LossTerms *out) {
     L.Sc = st->Sc;
     L.Fs = st->Fs;
     L.Ss = st->Ss;
-    L.total = m->cfg.w_recon * L.recon + st->weighted + m->cfg.w_commit * L.commit;
+    L.total = m->loss.w_recon * L.recon + st->weighted + m->loss.w_commit * L.commit;
     s->last = L;
     if (out) *out = L;
     if (!isfinite(L.total)) return loss_nonfinite_error(&L);
@@ -622,7 +622,7 @@ void step_backward(Step *s) {
 
     /* reconstruction */
     float *D = pool[0], *O = pool[1];
-    be->mse_bwd(frag_size(m) * N, s->xhat, s->xin, (float)m->cfg.w_recon, D);
+    be->mse_bwd(frag_size(m) * N, s->xhat, s->xin, (float)m->loss.w_recon, D);
     for (int i = m->n_dec - 1; i >= 0; i--) {
         stage_bwd(s, &m->dec[i], &s->dec[i], &ps->dec[i], N, D, O, pool[2], pool[3]);
         float *t = D; D = O; O = t;
@@ -638,8 +638,8 @@ void step_backward(Step *s) {
                    GR(s, m->dlins_b));
     /* gzc holds the decoder's gradient w.r.t. q: straight-through, it is z_c's. Add the V3 and commitment terms. */
     be->v3_backward(ps->v3, s->zc, s->q_stats, s->zs, s->gzc, s->gzs);
-    if (m->cfg.w_commit != 0)
-        be->axpy_diff((size_t)N * dc, m->cfg.w_commit * 2.0 / ((double)N * dc), s->zc,
+    if (m->loss.w_commit != 0)
+        be->axpy_diff((size_t)N * dc, m->loss.w_commit * 2.0 / ((double)N * dc), s->zc,
                       model_test_q_const ? model_test_q_const : s->q, s->gzc);
     /* encoder heads */
     be->linear_bwd(N, dc, dc, s->hc, P(s, m->linc_w), s->gzc, s->tmp_s, GR(s, m->linc_w), GR(s, m->linc_b));
