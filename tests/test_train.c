@@ -315,3 +315,47 @@ TEST(train_writes_tensorboard_images_at_validation) {
     CHECK(tb_has(a, "val/codebook_sheet") == 0 && tb_has(a, "val/purity") == 1, "images despite the 0 interval");
     return test_done(0, dir);
 }
+
+/* --device: each host backend trains the same run through the one step. cpu runs the reference ops until it
+ * gets fast ones, so today the logs are identical; then the losses must still agree to within rounding. A wrong
+ * name and --math on a host backend are refused with the choices named. */
+TEST(train_device_ref_and_cpu_agree) {
+    char cfg[600], out[2][700], lp[1500];
+    char *dir = make_run_env("device", cfg, sizeof cfg, NULL);
+    CHECK(dir, "environment");
+    const char *devs[2] = {"ref", "cpu"};
+    double loss[2][6];
+    for (int k = 0; k < 2; k++) {
+        TrainOpts o;
+        snprintf(out[k], sizeof out[k], "%s/%s", dir, devs[k]);
+        test_train_opts(&o, cfg, out[k], 6, 0, NULL);
+        o.device = devs[k];
+        CHECK(train_run(&o) == 0, "--device %s: %s", devs[k], v3_last_error());
+        snprintf(lp, sizeof lp, "%s/log.jsonl", out[k]);
+        char *txt; long n;
+        CHECK(read_file(lp, &txt, &n) == 0, "%s missing", lp);
+        const char *p = txt;
+        for (int s = 0; s < 6; s++) {
+            p = strstr(p, "\"kind\":\"train\"");
+            CHECK(p, "--device %s: %d train lines, want 6", devs[k], s);
+            const char *v = strstr(p, "\"loss\":");
+            CHECK(v, "--device %s: step %d has no loss", devs[k], s + 1);
+            loss[k][s] = strtod(v + 7, NULL);
+            p++;
+        }
+        free(txt);
+    }
+    for (int s = 0; s < 6; s++)
+        CHECK(isfinite(loss[0][s]) && loss[0][s] > 0 && fabs(loss[0][s] - loss[1][s]) <= 1e-4 * loss[0][s],
+              "step %d: loss %.9g on ref, %.9g on cpu", s + 1, loss[0][s], loss[1][s]);
+    TrainOpts o;
+    test_train_opts(&o, cfg, out[0], 7, 1, NULL);
+    o.device = "emu";
+    CHECK(train_run(&o) == -1 && strstr(v3_last_error(), "ref, cpu, cuda or auto"), "--device emu: %s",
+          v3_last_error());
+    o.device = "cpu";
+    o.math = "tf32";
+    CHECK(train_run(&o) == -1 && strstr(v3_last_error(), "--math tf32"), "--math tf32 on cpu: %s", v3_last_error());
+    free(dir);
+    return 0;
+}
