@@ -1,4 +1,4 @@
-/* `v3 train`: the training loop (CPU, or the device model of step.h on a CUDA GPU) with validation, logging, best-k checkpoints and exact resume. */
+/* `v3 train`: the training loop over the one step (step.h) on the chosen backend, with validation, logging, best-k checkpoints and exact resume. */
 #ifndef V3_TRAIN_H
 #define V3_TRAIN_H
 #include <stdint.h>
@@ -9,7 +9,7 @@ typedef struct TrainOpts {
     const char *data_dir;   /* overrides config data_dir when set */
     long steps;             /* stop after this many total steps (<0: epochs * steps per epoch) */
     int resume;
-    const char *device;     /* "auto", "cpu", "cuda" */
+    const char *device;     /* the backend: "auto", "ref", "cpu", "cuda" (backend_select) */
     const char *math;       /* "fp32" (default), "tf32", "bf16": cuDNN/cuBLAS math on the CUDA path */
     const char *sets[64];   /* --set key=value overrides */
     int n_sets;

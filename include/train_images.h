@@ -8,7 +8,7 @@
 #include "tb_events.h"
 
 /* "val/reconstruction ..." (first validation sample: inputs above outputs) and "val/codebook_sheet ..." from the
- * host model m (its weights must be current: on the GPU path call after step_to_host). Eval mode, no
+ * host model m (its weights must be current: the loop calls it after state_to_host). Eval mode, no
  * state changes. 0, or -1 with v3_last_error(). A NULL writer does nothing. */
 int train_tb_images(TbWriter *tb, Model *m, DataSource *val, uint64_t seed, int64_t step);
 #endif
