@@ -121,11 +121,15 @@ v3: build/host/cli/main.o build/libv3.a
 # The golden tests share their comparison code (a header next to the golden files).
 build/tests/test_golden.o build/tests/gpu/test_gpu_golden.o: tests/golden/golden_check.h
 
-tests/run_tests: $(TEST_OBJ) build/libv3.a
-	$(SAY) LINK $@
-	$(Q)$(CC) $(CFLAGS) $(TEST_OBJ) build/libv3.a -o $@ $(LDLIBS)
+# The op-by-op cases of every backend against ref, shared by both runners (and benchmarks).
+BO_OBJ := build/tests/backend_cases.o
+build/tests/backend_cases.o build/tests/test_backend_ops.o build/tests/gpu/test_gpu_backend_ops.o: tests/backend_cases.h
 
-tests/run_gpu_tests: $(patsubst %.c,build/%.o,$(GPU_TEST_C)) build/tests/test_util.o build/tests/test_main.o build/libv3.a
+tests/run_tests: $(TEST_OBJ) $(BO_OBJ) build/libv3.a
+	$(SAY) LINK $@
+	$(Q)$(CC) $(CFLAGS) $(TEST_OBJ) $(BO_OBJ) build/libv3.a -o $@ $(LDLIBS)
+
+tests/run_gpu_tests: $(patsubst %.c,build/%.o,$(GPU_TEST_C)) build/tests/test_util.o build/tests/test_main.o $(BO_OBJ) build/libv3.a
 	$(SAY) LINK $@
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
