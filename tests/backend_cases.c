@@ -300,14 +300,7 @@ static BoCase *add_case(CaseList *L, const char *op, const char *ops, BoCallFn c
 static BoBuf *add_buf(BoCase *c, const char *name, BoType t, BoRole r, size_t n, float lo, float hi, double K) {
     if (c->nb == BO_MAX_BUFS) V3_FATAL("case %s: more than %d buffers", c->op, BO_MAX_BUFS);
     BoBuf *b = &c->b[c->nb++];
-    memset(b, 0, sizeof *b);
-    b->name = name;
-    b->type = t;
-    b->role = r;
-    b->n = n;
-    b->lo = lo;
-    b->hi = hi;
-    b->K = K;
+    *b = (BoBuf){.name = name, .type = t, .role = r, .n = n, .lo = lo, .hi = hi, .K = K};
     return b;
 }
 #define IN(c, name, n, lo, hi) add_buf(c, name, BO_F32, BO_IN, n, lo, hi, 1)
@@ -538,7 +531,7 @@ static void small_cases(CaseList *L) {
     conv_cases(L, &g4, 1, 2, 5, 6, 1, 0, 1, 0, "");
     conv_cases(L, &g5, 1, 3, 6, 5, 0, 1, 0, 0, "");
     vq_cases(L, 5, 3, 8, 8, 0.9f, 2.0f, 0, ""), vq_cases(L, 17, 3, 50, 64, 0.98f, 16.0f, 0, "");
-    V3LossCfg v = {1.0, 0.7, 1.3, 0.9, 3.0, 1e-5, 0};
+    V3LossCfg v = {.w_content = 1.0, .w_style = 0.7, .w_sample = 1.3, .w_fragment = 0.9, .relativity = 3.0, .eps = 1e-5};
     v3_cases(L, &v, 2, 3, 5, 4, 0, 0, "");
     v3_cases(L, &v, 3, 4, 7, 3, 1, 0, "");
     v.supersample_content = 1;
