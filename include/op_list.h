@@ -4,9 +4,9 @@
  *   - the Backend struct's members:    be->name (backend.h);
  *   - each backend's table:            host/ref/backend_ref.c, host/backend/backend_cuda.c;
  *   - the CUDA stubs of CPU-only builds (kernels/cuda_stub.c);
- *   - the op-by-op tests on every backend (tests/test_backend_ops.c).
- * Adding an op: an entry here, its ref_ implementation, its CUDA kernel, its case in test_backend_ops.c, and
- * its call in the step (NOTES.md, "Adding an op").
+ *   - the op-by-op tests on every backend (tests/test_backend_ops.c; the cases in tests/backend_cases.c).
+ * Adding an op: an entry here, its ref_ implementation, its CUDA kernel, its case in tests/backend_cases.c, and
+ * its call in the step (NOTES.md, "Adding an op end to end").
  *
  * Semantics (shared by every backend; the ref_ op is the specification). Layouts are row-major float32:
  *   images [N, C, H, W]; conv weights [Cout, Cin, kh, kw]; transposed-conv weights [Cin, Cout, kh, kw]
