@@ -52,7 +52,8 @@ int step_decode(Step *s, const float *q, const float *zs, int N, float *xhat);
  * point into the step (host_state) or into host copies made by this call, valid until the next step call. */
 typedef struct { int N; const float *zc, *q, *zs, *xhat; const int *ind; } StepOutputs;
 int step_outputs(Step *s, StepOutputs *o);
-/* The codeword indices of the last forward or encode (host; step_outputs' ind); exits on a backend error. */
+/* The codeword indices of the last forward or encode on the host (only they are copied: validation needs no
+ * more); exits on a backend error. */
 const int *step_indices(Step *s);
 /* The last forward's loss terms and V3 statistics. */
 const LossTerms *step_last_terms(const Step *s);

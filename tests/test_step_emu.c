@@ -89,6 +89,25 @@ static int run_case(Config *c, int B, int steps, unsigned long long seed) {
         CHECK(0, "eval loss terms differ");
     }
     CHECK(!memcmp(cpu->ind, step_indices(g), sizeof(int) * N), "eval codeword indices differ");
+    size_t nc = N * cpu->dc, ns = N * cpu->ds;
+    StepOutputs o;
+    CHECK(step_outputs(g, &o) == 0 && o.N == (int)N && o.xhat, "outputs: %s", v3_last_error());
+    CHECK(first_diff(cpu->zc, o.zc, nc) < 0 && first_diff(cpu->q, o.q, nc) < 0 && first_diff(cpu->zs, o.zs, ns) < 0 &&
+          first_diff(cpu->xhat, o.xhat, frag * N) < 0, "eval outputs (zc, q, zs, xhat) differ");
+    /* the evaluation pieces: encode an odd number of fragments, decode them back */
+    int ne = (int)N - 1;
+    float *zs = falloc(ns), *q = falloc(nc), *xc = falloc(frag * N), *xg = falloc(frag * N);
+    CHECK(model_encode(cpu, x, ne) == 0 && step_encode(g, x, ne) == 0, "encode: %s", v3_last_error());
+    CHECK(step_outputs(g, &o) == 0 && !o.xhat, "encode outputs: %s", v3_last_error());
+    CHECK(first_diff(cpu->zc, o.zc, (size_t)ne * cpu->dc) < 0 && first_diff(cpu->q, o.q, (size_t)ne * cpu->dc) < 0 &&
+          first_diff(cpu->zs, o.zs, (size_t)ne * cpu->ds) < 0 && !memcmp(cpu->ind, o.ind, sizeof(int) * ne),
+          "encode outputs differ");
+    memcpy(q, cpu->q, sizeof(float) * ne * cpu->dc);
+    memcpy(zs, cpu->zs, sizeof(float) * ne * cpu->ds);
+    poison(xg, frag * N);
+    CHECK(model_decode(cpu, q, zs, ne, xc) == 0 && step_decode(g, q, zs, ne, xg) == 0, "decode: %s", v3_last_error());
+    CHECK(first_diff(xc, xg, frag * ne) < 0, "decoded fragments differ");
+    ffree(zs), ffree(q), ffree(xc), ffree(xg);
     /* gradients of one more training forward/backward */
     float *gd = falloc(cpu->n_params);
     CHECK(model_forward(cpu, x, B, 1, &Lc) == 0 && step_forward(g, x, 0, B, 1, VQ_TRAIN, &Lg) == 0, "fwd: %s", v3_last_error());
@@ -106,7 +125,7 @@ static int run_case(Config *c, int B, int steps, unsigned long long seed) {
     return 0;
 }
 
-TEST(gpu_step_emulated_matches_cpu_tiny) {
+TEST(step_emu_matches_host_tiny) {
     Config c;
     config_defaults(&c);
     snprintf(c.path, sizeof c.path, "(test)");
@@ -123,7 +142,7 @@ TEST(gpu_step_emulated_matches_cpu_tiny) {
     return run_case(&c, 5, 9, 100);
 }
 
-TEST(gpu_step_emulated_matches_cpu_supersample) {
+TEST(step_emu_matches_host_supersample) {
     Config c;
     config_defaults(&c);
     snprintf(c.path, sizeof c.path, "(test)");

@@ -54,9 +54,10 @@ struct Step {
     /* host side */
     float *host_zc;       /* k-means initialisation input */
     float *cs_host;       /* the EMA counts on the host: dead-code decisions, perplexity (the Model's own with host_state) */
-    float *host_out;      /* host copies for step_outputs (backends without host_state) */
+    float *host_out;      /* host copies for step_outputs (backends without host_state), sized for N_max */
     int *host_ind;
-    int N, B, last_train, outputs_N, have_xhat;
+    int N, B, last_train, have_xhat;
+    int outputs_valid, ind_valid; /* host_out / host_ind hold the last forward's (made stale by the next one) */
     VqMode last_mode;
     LossTerms last;
     V3Stats last_stats;
@@ -447,7 +448,7 @@ static int vq_step(Step *s, int N, VqMode mode) {
         if (!be->host_state) memcpy(s->cs_host, vq->cluster_size, sizeof(float) * K);
     }
     be->vq_search(s->vq, N, s->zc, s->embed, s->ind, s->q, &s->scal[1]);
-    s->outputs_N = 0;
+    s->outputs_valid = s->ind_valid = 0;
     if (mode != VQ_TRAIN) return 0;
     be->vq_ema(s->vq, vq->decay, s->embed, s->embed_avg, s->cluster_size);
     /* The dead-code decision needs the counts now: K floats, the step's one mid-forward synchronisation. */
@@ -534,7 +535,7 @@ static PlanSet *begin(Step *s, const float *x, int x_on_backend, int N) {
     if (!ps) return NULL;
     s->cur = ps;
     s->N = N;
-    s->outputs_N = 0;
+    s->outputs_valid = s->ind_valid = 0;
     s->have_xhat = 0;
     if (x_on_backend) s->xin = x;
     else if (s->be->h2d(s->x_in, x, sizeof(float) * frag_size(s->m) * N)) return NULL;
@@ -703,33 +704,34 @@ int step_outputs(Step *s, StepOutputs *o) {
     Model *m = s->m;
     int N = s->N;
     size_t nc = (size_t)N * m->dc, ns = (size_t)N * m->ds, nx = s->have_xhat ? frag_size(m) * N : 0;
-    o->N = N;
     if (be->host_state) {
         *o = (StepOutputs){N, s->zc, s->q, s->zs, s->have_xhat ? s->xhat : NULL, s->ind};
         return 0;
     }
-    if (s->outputs_N != N) {
-        ffree(s->host_out);
-        free(s->host_ind);
-        s->host_out = falloc(2 * nc + ns + frag_size(m) * s->N_max);
-        s->host_ind = xmalloc(sizeof(int) * (size_t)s->N_max);
-        if (be->sync() || be->d2h(s->host_out, s->zc, sizeof(float) * nc) ||
-            be->d2h(s->host_out + nc, s->q, sizeof(float) * nc) ||
-            be->d2h(s->host_out + 2 * nc, s->zs, sizeof(float) * ns) ||
-            (nx && be->d2h(s->host_out + 2 * nc + ns, s->xhat, sizeof(float) * nx)) ||
-            be->d2h(s->host_ind, s->ind, sizeof(int) * (size_t)N))
+    /* one host buffer for N_max fragments: zc | q | zs | xhat, each at its N_max offset */
+    size_t mc = (size_t)s->N_max * m->dc, ms = (size_t)s->N_max * m->ds;
+    float *zc = s->host_out, *q = zc + mc, *zs = q + mc, *xh = zs + ms;
+    if (!s->outputs_valid) {
+        if (!s->host_out) s->host_out = falloc(2 * mc + ms + frag_size(m) * s->N_max);
+        zc = s->host_out, q = zc + mc, zs = q + mc, xh = zs + ms;
+        if (be->sync() || be->d2h(zc, s->zc, sizeof(float) * nc) || be->d2h(q, s->q, sizeof(float) * nc) ||
+            be->d2h(zs, s->zs, sizeof(float) * ns) || (nx && be->d2h(xh, s->xhat, sizeof(float) * nx)) ||
+            !step_indices(s))
             return -1;
-        s->outputs_N = N;
+        s->outputs_valid = 1;
     }
-    *o = (StepOutputs){N, s->host_out, s->host_out + nc, s->host_out + 2 * nc, nx ? s->host_out + 2 * nc + ns : NULL,
-                       s->host_ind};
+    *o = (StepOutputs){N, zc, q, zs, nx ? xh : NULL, s->host_ind};
     return 0;
 }
 
 const int *step_indices(Step *s) {
-    StepOutputs o;
-    if (step_outputs(s, &o)) V3_FATAL("%s", v3_last_error());
-    return o.ind;
+    if (s->be->host_state) return s->ind;
+    if (!s->ind_valid) {
+        if (!s->host_ind) s->host_ind = xmalloc(sizeof(int) * (size_t)s->N_max);
+        if (s->be->sync() || s->be->d2h(s->host_ind, s->ind, sizeof(int) * (size_t)s->N)) V3_FATAL("%s", v3_last_error());
+        s->ind_valid = 1;
+    }
+    return s->host_ind;
 }
 
 const LossTerms *step_last_terms(const Step *s) { return &s->last; }

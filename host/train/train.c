@@ -128,10 +128,8 @@ static int validate(Run *r, double *val_loss, double *purity, LossTerms *mean, c
         int rc = loader_eval_batch(v, r->seed, (uint64_t)start, n, r->xb, all_content + (size_t)start * frags, NULL);
         if (!rc) rc = step_forward(r->st, r->xb, 0, n, 0, VQ_EVAL, &L);
         if (rc && !isfinite(L.total)) loss_nonfinite_terms(&L, bad, cap);
-        StepOutputs out;
-        if (!rc) rc = step_outputs(r->st, &out);
         if (rc) { free(all_ind); free(all_content); return -1; }
-        memcpy(all_ind + (size_t)start * frags, out.ind, sizeof(int) * n * frags);
+        memcpy(all_ind + (size_t)start * frags, step_indices(r->st), sizeof(int) * n * frags);
         tot += L.total * n;
         w += n;
         double *acc = &mean->total, *src = &L.total;
