@@ -188,6 +188,12 @@ bench/bench_%: build/bench/bench_%.o build/bench/bench_util.o build/libv3.a
 	$(SAY) LINK $@
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
+# bench_ops times the op-by-op cases of tests/backend_cases.c (the ones test_backend_ops checks).
+bench/bench_ops: build/bench/bench_ops.o build/bench/bench_util.o $(BO_OBJ) build/libv3.a
+	$(SAY) LINK $@
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+build/bench/bench_ops.o: tests/backend_cases.h
+
 clean:
 	rm -rf build v3 tests/run_tests tests/run_gpu_tests tools/replay $(BENCH_BIN)
 
