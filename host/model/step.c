@@ -618,7 +618,7 @@ void step_backward(Step *s) {
     const PlanSet *ps = s->cur;
     int N = s->N, dc = m->dc, ds = m->ds, dz = dc + ds;
     float **pool = s->pool;
-    if (!s->have_xhat || !ps->v3) V3_FATAL("step_backward without a training forward");
+    if (!ps || !s->have_xhat || !ps->v3) V3_FATAL("step_backward without a training forward");
     if (be->memset(s->g, 0, sizeof(float) * m->n_params)) V3_FATAL("%s", v3_last_error());
 
     /* reconstruction */
