@@ -84,6 +84,10 @@ Model *model_build(const Config *c, uint64_t seed);
 void model_free(Model *m);
 /* Bytes of the activation buffers the host step allocates for N fragments (step_estimate_bytes). */
 size_t model_activation_bytes(Model *m, int N);
+/* The multiply-add FLOPs (2 per MAC) of one training step over N fragments in its convolutions and linear layers:
+ * forward, data gradient (not for the first layer, which has none) and weight gradient. BatchNorm, GELU, the VQ
+ * and the V3 statistics are left out (a few percent at the authors' sizes). */
+double model_step_flops(const Model *m, int N);
 /* Print the parameter count (total, encoder, decoder, and without the unused bn_c/bn_s). */
 void model_print_info(const Model *m, FILE *f);
 

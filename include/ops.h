@@ -34,6 +34,8 @@ void cpu_gemm_init(void);
 /* The GEMM the CPU ops use (OpenBLAS): C[M,N] = alpha * op(A) op(B) + beta * C, row-major. */
 void cpu_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                int ldb, float beta, float *C, int ldc);
+/* The SGEMM ceiling of this machine on `threads` OpenBLAS threads for an n x n x n problem, GFLOP/s (benchmarks). */
+double cpu_sgemm_ceiling(int threads, int n);
 #ifdef __cplusplus
 }
 #endif

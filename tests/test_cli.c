@@ -134,3 +134,39 @@ TEST(cli_data_info_lists_the_splits_of_a_generated_set) {
     test_rm_tree(dir);
     return 0;
 }
+
+/* The FLOP count behind `v3 bench step` and `v3 info`: the authors' PhoneNums configs at widths 16, 64 and 256
+ * give the per-step counts issue 17 computed independently (1.90, about 28, 885 GFLOP). And `v3 bench step`
+ * runs the step and writes its JSON (its timings are not checked: speed is for benchmarks). */
+TEST(cli_bench_step_and_flop_counts) {
+    NEED_V3();
+    char out[8192];
+    const char *cases[][2] = {{"configs/phonenums-cpu.yaml", "1.90"}, {"configs/phonenums.yaml", "885.19"},
+                              {"configs/phonenums-cpu.yaml --set model_config.n_channels=64", "28.01"}};
+    for (int i = 0; i < 3; i++) {
+        char cmd[300], want[64];
+        snprintf(cmd, sizeof cmd, "./v3 info --config %s", cases[i][0]);
+        snprintf(want, sizeof want, "GFLOP per step    %s ", cases[i][1]);
+        int rc = test_sh(cmd, out, sizeof out);
+        CHECK(rc == 0 && strstr(out, want), "%s: exit %d, want '%s': %s", cmd, rc, want, out);
+    }
+    char *dir = test_tmpdir("bench_step"), json[600];
+    unsigned char *buf;
+    size_t n;
+    snprintf(json, sizeof json, "%s/step.json", dir);
+    char cmd[1000];
+    snprintf(cmd, sizeof cmd, "./v3 bench step --config configs/tiny.yaml --set batch_size=4 --steps 2 --warmup 1 "
+             "--threads 1 --device ref --json %s", json);
+    int rc = test_sh(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "GFLOP/step"), "%s: exit %d: %s", cmd, rc, out);
+    CHECK(test_read_all(json, &buf, &n) == 0, "%s not written", json);
+    const char *txt = (const char *)buf;
+    int ok = strstr(txt, "\"device\":\"ref\"") && strstr(txt, "\"median_s\":") && strstr(txt, "\"gflop_per_step\":") &&
+             strstr(txt, "\"peak_rss_mb\":") && strstr(txt, "\"sgemm_gflops\":");
+    free(buf);
+    free(dir);
+    CHECK(ok, "bench step JSON lacks a field");
+    rc = test_sh("./v3 bench step --config configs/tiny.yaml --steps 0", out, sizeof out);
+    CHECK(rc == 2, "--steps 0: exit %d: %s", rc, out);
+    return 0;
+}

@@ -64,12 +64,16 @@ static int bench_one(const char *dir, int B, int frags, int iters, int gpu, Row 
     return rc ? -1 : is_insnotes;
 }
 
+int cmd_bench_step(int argc, char **argv); /* host/cli/bench_step_cli.c */
+
 int cmd_bench(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "step")) return cmd_bench_step(argc - 1, argv + 1);
     const char *dirs[16], *json = "bench/loader.json", *device = "auto";
     int nd = 0, B = 32, frags = 0, iters = 20;
     int help = argc >= 2 && (!strcmp(argv[argc - 1], "--help") || !strcmp(argv[argc - 1], "-h"));
     if (argc < 2 || strcmp(argv[1], "loader") || help) {
-        fprintf(help ? stdout : stderr, "usage: v3 bench loader --data DIR [--data DIR ...] [--batch 32] [--frags N] [--batches 20] "
+        fprintf(help ? stdout : stderr, "usage: v3 bench step --config FILE [options] (v3 bench step --help)\n"
+                        "       v3 bench loader --data DIR [--data DIR ...] [--batch 32] [--frags N] [--batches 20] "
                         "[--device auto|cpu|cuda] [--json bench/loader.json]\n"
                         "(kernel benchmarks are separate programs: make bench, then ./bench/bench_vq etc.)\n");
         return help ? 0 : 2;

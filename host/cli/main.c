@@ -33,6 +33,7 @@ static void usage(FILE *f) {
             "  export  --run DIR --out FILE.safetensors [--checkpoint FILE] [--probe-out FILE]\n"
             "                                                        a run's weights as the authors' PyTorch state_dict\n"
             "  import  FILE.safetensors --config FILE --out DIR      a state_dict as a new run (v3 eval --run DIR)\n"
+            "  bench   step --config FILE [--device D] [--steps N]   s/step, GFLOP/s, peak RSS of the training step\n"
             "  bench   loader --data DIR [--data DIR ...]            batches/s of each dataset's loading path\n"
             "  device                                                report the CUDA device, if any\n"
             "exit codes: 0 ok, 1 error, 2 usage error, 130 interrupted (checkpoint saved)\n");

@@ -388,5 +388,35 @@ void model_print_info(const Model *m, FILE *f) {
     fprintf(f, "total params      %zu\n", m->n_params);
     fprintf(f, "trained params    %zu (without bn_c/bn_s)\n", m->n_trainable);
     fprintf(f, "codebook          %d x %d (EMA buffers, not parameters)\n", m->vq.K, m->vq.d);
+    int N = m->cfg.batch_size * m->cfg.n_fragments;
+    fprintf(f, "GFLOP per step    %.2f (conv and linear, forward + backward, batch %d x %d fragments)\n",
+            model_step_flops(m, N) / 1e9, m->cfg.batch_size, m->cfg.n_fragments);
     fprintf(f, "BN buffers        %zu floats\n", m->n_bufs);
+}
+
+static double conv_macs(const ConvL *c, int H, int W, int Ho, int Wo) {
+    /* a transposed conv does the MACs of the conv it is the adjoint of: one per input pixel, channel pair, tap */
+    if (c->transposed) return (double)H * W * c->g.cin * c->g.cout * c->g.kh * c->g.kw;
+    return (double)Ho * Wo * c->g.cin * c->g.cout * c->g.kh * c->g.kw;
+}
+
+double model_step_flops(const Model *m, int N) {
+    double macs = 0, first = 0; /* per fragment; first: the first layer's forward (its data gradient is skipped) */
+    const Stage *lists[2] = {m->enc, m->dec};
+    int counts[2] = {m->n_enc, m->n_dec};
+    for (int l = 0; l < 2; l++)
+        for (int i = 0; i < counts[l]; i++) {
+            const Stage *s = &lists[l][i];
+            if (s->kind == ST_UPSAMPLE) continue;
+            double c0 = conv_macs(&s->c0, s->H, s->W, s->Ho, s->Wo);
+            if (l == 0 && i == 0) first = c0;
+            macs += c0;
+            if (s->kind != ST_BLOCK) continue;
+            macs += conv_macs(&s->c1, s->Ho, s->Wo, s->Ho, s->Wo);
+            if (s->has_sc) macs += conv_macs(&s->sc, s->H, s->W, s->Ho, s->Wo);
+        }
+    int dc = m->dc, ds = m->ds, dz = dc + ds;
+    macs += (double)m->flat * dz + (double)dc * dc + (double)ds * ds; /* encoder: lin1, content and style heads */
+    macs += (double)dc * dc + (double)ds * ds + (double)dz * m->flat; /* decoder: the two heads, lin0 */
+    return 2.0 * N * (3 * macs - first);
 }

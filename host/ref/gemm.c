@@ -2,6 +2,8 @@
 #include <cblas.h>
 #include <stdlib.h>
 
+#include "common.h"
+
 #include "ops.h"
 
 /* OpenBLAS's own thread pool competes with our OpenMP threads for the same cores (measured: twice the wall time
@@ -16,4 +18,27 @@ void cpu_sgemm(int transA, int transB, int M, int N, int K, float alpha, const f
                int ldb, float beta, float *C, int ldc) {
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N, K,
                 alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* The machine's SGEMM ceiling for the benchmarks: an n^3 GEMM on `threads` OpenBLAS threads (median of 5 after one
+ * warm-up), in GFLOP/s; the training threads setting is restored after. */
+double cpu_sgemm_ceiling(int threads, int n) {
+    float *A = falloc((size_t)n * n), *B = falloc((size_t)n * n), *C = falloc((size_t)n * n);
+    for (size_t i = 0; i < (size_t)n * n; i++) A[i] = B[i] = (float)((i % 17) - 8) / 16.0f;
+    openblas_set_num_threads(threads);
+    double t[5];
+    cpu_sgemm(0, 0, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+    for (int r = 0; r < 5; r++) {
+        double t0 = now_seconds();
+        cpu_sgemm(0, 0, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+        t[r] = now_seconds() - t0;
+    }
+    for (int i = 1; i < 5; i++) /* insertion sort of 5 */
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) { double x = t[j]; t[j] = t[j - 1]; t[j - 1] = x; }
+    openblas_set_num_threads(1);
+    cpu_gemm_init();
+    const char *e = getenv("OPENBLAS_NUM_THREADS");
+    if (e && *e) openblas_set_num_threads(atoi(e));
+    ffree(A), ffree(B), ffree(C);
+    return 2.0 * n * n * (double)n / t[2] / 1e9;
 }
