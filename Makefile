@@ -1,6 +1,7 @@
 # v3 build. `make` builds ./v3 and the test runner; `make test` runs the CPU tests (the README's test command);
 # `make demo` the README main job; `make test`/`make demo` run tools/setup.sh first; `make asan`, `make fuzz`: sanitizer and fuzz checks (CI);
-# `make test-gpu` runs the CUDA-vs-CPU checks (prints SKIP and exits 0 without a GPU); `make bench` builds benchmarks.
+# `make test-gpu` runs the CUDA-vs-CPU checks (prints SKIP and exits 0 without a GPU); `make bench` builds benchmarks;
+# `make bench-cpu` times our CPU step beside PyTorch's (installs PyTorch into .venv-torch/; never part of the tests).
 # CUDA sources compile whenever nvcc is on PATH (no GPU needed): explicit sm_80 and sm_90 code plus compute_90 PTX.
 
 CC      ?= gcc
@@ -188,6 +189,42 @@ bench/bench_%: build/bench/bench_%.o build/bench/bench_util.o build/libv3.a
 	$(SAY) LINK $@
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
+# `make bench-cpu`: our CPU training step beside PyTorch's on the same model (issue 17), one table
+# (tools/bench_cpu_table.py: s/step both sides, ratio PyTorch/v3, v3 GFLOP/s and its fraction of the SGEMM
+# ceiling, v3 peak RSS) and JSON files in build/bench-cpu/ (<case>-v3.json, <case>-torch.json, summary.json).
+# PyTorch runs tools/torch_reference.py's modules (bench/torch_step.py) from .venv-torch/, which tools/setup.sh
+# --torch makes first (a download of several GB); TORCH_PY=/path/to/python uses that interpreter instead and
+# skips the set-up. Never part of `make test` or CI. Timed steps: BENCH_CPU_STEPS (width 16),
+# BENCH_CPU_STEPS_MID (width 64), BENCH_CPU_STEPS_BIG (the authors' widths); each side also runs warm-up steps.
+# A case is NAME,CONFIG,SET,STEPS (SET: one KEY=VALUE or empty); BENCH_CPU_CASES can be given to run fewer.
+TORCH_PY ?= .venv-torch/bin/python
+BENCH_CPU_THREADS ?= 2
+BENCH_CPU_STEPS ?= 20
+BENCH_CPU_STEPS_MID ?= 10
+BENCH_CPU_STEPS_BIG ?= 3
+BENCH_CPU_DIR := build/bench-cpu
+BENCH_CPU_CASES ?= phonenums-cpu-w16,configs/phonenums-cpu.yaml,,$(BENCH_CPU_STEPS) \
+  phonenums-cpu-w64,configs/phonenums-cpu.yaml,model_config.n_channels=64,$(BENCH_CPU_STEPS_MID) \
+  phonenums-w256,configs/phonenums.yaml,,$(BENCH_CPU_STEPS_BIG) \
+  insnotes,configs/insnotes.yaml,,$(BENCH_CPU_STEPS_BIG)
+bench-cpu:
+	$(if $(filter file default,$(origin TORCH_PY)),@tools/setup.sh --torch,@tools/setup.sh)
+	@$(MAKE) --no-print-directory bench-cpu-run
+bench-cpu-run: v3
+	@mkdir -p $(BENCH_CPU_DIR); failed=""; names=""; \
+	for c in $(BENCH_CPU_CASES); do \
+	  IFS=,; set -- $$c; unset IFS; name=$$1; cfg=$$2; setarg=$${3:+--set $$3}; n=$$4; names="$$names $$name"; \
+	  rm -f $(BENCH_CPU_DIR)/$$name-v3.json $(BENCH_CPU_DIR)/$$name-torch.json; \
+	  echo "bench-cpu: $$name: ./v3 bench step --config $$cfg $$setarg --device cpu --steps $$n --threads $(BENCH_CPU_THREADS)"; \
+	  ./v3 bench step --config $$cfg $$setarg --device cpu --steps $$n --threads $(BENCH_CPU_THREADS) \
+	    --json $(BENCH_CPU_DIR)/$$name-v3.json || failed="$$failed $$name(v3)"; \
+	  echo "bench-cpu: $$name: $(TORCH_PY) bench/torch_step.py --config $$cfg $$setarg --steps $$n --threads $(BENCH_CPU_THREADS)"; \
+	  $(TORCH_PY) bench/torch_step.py --config $$cfg $$setarg --steps $$n --threads $(BENCH_CPU_THREADS) \
+	    --json $(BENCH_CPU_DIR)/$$name-torch.json || failed="$$failed $$name(pytorch)"; \
+	done; \
+	python3 tools/bench_cpu_table.py $(BENCH_CPU_DIR) $$names; \
+	if [ -n "$$failed" ]; then echo "bench-cpu: failed:$$failed" >&2; exit 1; fi
+
 # bench_ops times the op-by-op cases of tests/backend_cases.c (the ones test_backend_ops checks).
 bench/bench_ops: build/bench/bench_ops.o build/bench/bench_util.o $(BO_OBJ) build/libv3.a
 	$(SAY) LINK $@
@@ -203,7 +240,7 @@ print-config:
 	@echo "CFLAGS=$(CFLAGS)"
 	@echo "LDLIBS=$(LDLIBS)"
 
-.PHONY: all banner test test-run test-gpu demo demo-run asan bench clean print-config fuzz fuzz-run
+.PHONY: all banner test test-run test-gpu demo demo-run asan bench bench-cpu bench-cpu-run clean print-config fuzz fuzz-run
 
 # ---- fuzzing (issue 15): `make fuzz [FUZZ_SECONDS=N]` --------------------------------------------------------
 # Builds the libFuzzer harnesses tests/fuzz/fuzz_<name>.c (one per parser: config files and --set, checkpoints,

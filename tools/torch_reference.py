@@ -17,7 +17,8 @@ Subcommands
       decode on the probe's x and compares with the probe's z_c, z_s, q, ind, xhat (our outputs); prints max abs
       and relative errors and exits 1 beyond the tolerances (exit 2 on a usage/format error).
 
-Needs only torch, numpy, safetensors and pyyaml.
+Needs only torch, numpy and pyyaml, and safetensors for verify-export (imported there, so bench/torch_step.py,
+which imports this file's modules, runs without it).
 
 GOLDEN CONTENTS (tiny_golden.safetensors; B samples x n fragments, N = B*n, fragment index b*n+k)
   x                 [B,n,C,H,W] F32   input
@@ -46,7 +47,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import yaml
-from safetensors import safe_open
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
@@ -688,6 +688,7 @@ def golden(args):
 
 # ---------------------------------------------------------------------------------------------- verify-export
 def verify_export(args):
+    from safetensors import safe_open
     dev = torch.device(args.device)
     with open(args.config) as f:
         cfg = yaml.safe_load(f)
