@@ -20,14 +20,18 @@ NVCC    ?= $(shell command -v nvcc 2>/dev/null)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -march=x86-64-v2 -g
-CFLAGS  += -std=c11 -Ibench -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -fopenmp -Iinclude -I/usr/include/x86_64-linux-gnu/openblas-pthread
-LDLIBS  := -lyaml -lopenblas -lm -lpthread -fopenmp
+# OpenBLAS: the OpenMP build (libopenblas-openmp-dev), so its GEMM threads are our OpenMP pool instead of a second
+# pool fighting it for the cores (NOTES.md, "Fast CPU backend": 1.3x a step at widths 16-256, bit-identical).
+BLAS_VARIANT ?= openblas-openmp
+BLAS_LIBDIR := /usr/lib/x86_64-linux-gnu/$(BLAS_VARIANT)
+CFLAGS  += -std=c11 -Ibench -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -fopenmp -Iinclude -I/usr/include/x86_64-linux-gnu/$(BLAS_VARIANT)
+LDLIBS  := -lyaml -L$(BLAS_LIBDIR) -Wl,-rpath,$(BLAS_LIBDIR) -lopenblas -lm -lpthread -fopenmp
 # STATIC_DEPS=1 links libyaml, OpenBLAS and libgomp statically, for a binary that runs on a machine without them
 # (the GPU machines have CUDA but no libyaml/OpenBLAS).
 # FFTW (single precision, the CPU STFT) and libpng (PhoneNums pages) are needed to train on the real datasets.
 LDLIBS  := -lfftw3f -lpng $(LDLIBS)
 ifeq ($(STATIC_DEPS),1)
-  LDLIBS := -Wl,-Bstatic -lfftw3f -lpng16 -lz -lyaml -lopenblas -lgomp -Wl,-Bdynamic -lm -lpthread -ldl
+  LDLIBS := -L$(BLAS_LIBDIR) -Wl,-Bstatic -lfftw3f -lpng16 -lz -lyaml -lopenblas -lgomp -Wl,-Bdynamic -lm -lpthread -ldl
 endif
 
 # Dataset generation only (v3 data insnotes / phonenums / export-wav): FluidSynth, FreeType, libsndfile.
@@ -249,7 +253,8 @@ print-config:
 # committed corpus is never written). Crash inputs go to build/fuzz/artifacts/, logs to build/fuzz/<name>.log;
 # any crash, leak or UBSan report fails the target. Needs, besides the build dependencies above, the Debian
 # packages clang and libclang-rt-dev, which tools/setup.sh --clang installs (libFuzzer and the sanitizer runtimes). CPU-only (kernels/cuda_stub.c);
-# OpenMP is left out (clang's needs libomp-dev), so the parallel loops run on one thread.
+# OpenMP is left out (clang's needs libomp-dev), so the parallel loops run on one thread; libgomp is linked for
+# the OpenMP build of OpenBLAS.
 CLANG        ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_DIR     := build/fuzz
@@ -257,7 +262,7 @@ FUZZ_NAMES   := $(sort $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fu
 FUZZ_LIB_C   := $(filter-out kernels/cuda_stub.c,$(LIB_C)) kernels/cuda_stub.c
 FUZZ_CFLAGS  := $(filter-out -fopenmp -DV3_HAVE_CUDA=1 -I$(CUDA_HOME)/include,$(CFLAGS)) -Wno-source-uses-openmp \
                 -fno-sanitize-recover=all
-FUZZ_LDLIBS  := $(filter-out -fopenmp -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++,$(LDLIBS)) -lz -ldl
+FUZZ_LDLIBS  := $(filter-out -fopenmp -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++,$(LDLIBS)) -lz -ldl -lgomp
 FUZZ_LIB     := $(FUZZ_DIR)/libv3.a
 # The index harnesses stub the loaders that other harnesses fuzz (pages, note bank); see their sources.
 FUZZ_LDFLAGS_phonenums_index := -Wl,--wrap=png_read_rgb

@@ -55,6 +55,7 @@ int cmd_bench_step(int argc, char **argv) {
     }
     if (threads) omp_set_num_threads(threads);
     threads = omp_get_max_threads();
+    cpu_gemm_init(); /* GEMM threads follow the OpenMP pool */
     Config c;
     config_defaults(&c);
     V3Math math;

@@ -1,17 +1,20 @@
 /* The one GEMM entry point of the CPU path (OpenBLAS, row-major). */
 #include <cblas.h>
+#include <omp.h>
 #include <stdlib.h>
 
 #include "common.h"
 
 #include "ops.h"
 
-/* OpenBLAS's own thread pool competes with our OpenMP threads for the same cores (measured: twice the wall time
- * and a third of it in the kernel on 2 cores, NOTES.md), so GEMMs run on the calling thread unless the user
- * sets OPENBLAS_NUM_THREADS. A fixed count also keeps results (and resumes) bit-reproducible. */
+/* GEMMs use as many threads as the OpenMP pool: the build links the OpenMP variant of OpenBLAS, whose threads ARE
+ * that pool. (The pthread variant's own pool fought ours for the cores: twice the wall time on 2 cores, so GEMMs
+ * ran on one thread and a core idled through every GEMM; NOTES.md, "Fast CPU backend".) OpenBLAS splits a GEMM by
+ * rows and columns, never along K, so each result element is summed by one thread in the same order: results are
+ * bit-identical for any thread count (checked: 50 logged steps). OPENBLAS_NUM_THREADS, when set, wins. */
 void cpu_gemm_init(void) {
     const char *e = getenv("OPENBLAS_NUM_THREADS");
-    if (!e || !*e) openblas_set_num_threads(1);
+    if (!e || !*e) openblas_set_num_threads(openblas_get_parallel() == 2 ? omp_get_max_threads() : 1);
 }
 
 void cpu_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
@@ -35,7 +38,6 @@ double cpu_sgemm_ceiling(int threads, int n) {
     }
     for (int i = 1; i < 5; i++) /* insertion sort of 5 */
         for (int j = i; j > 0 && t[j] < t[j - 1]; j--) { double x = t[j]; t[j] = t[j - 1]; t[j - 1] = x; }
-    openblas_set_num_threads(1);
     cpu_gemm_init();
     const char *e = getenv("OPENBLAS_NUM_THREADS");
     if (e && *e) openblas_set_num_threads(atoi(e));

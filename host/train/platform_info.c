@@ -35,12 +35,19 @@ static void blas_version(char *buf, size_t n) {
     snprintf(buf, n, "%.*s", (int)len, cfg ? cfg : "OpenBLAS");
 }
 
+/* openblas_get_parallel(): 0 sequential, 1 its own pthreads, 2 OpenMP (our pool) */
+static const char *blas_threading(void) {
+    int p = openblas_get_parallel();
+    return p == 2 ? "OpenMP" : p == 1 ? "pthreads" : "sequential";
+}
+
 void platform_describe(char *buf, size_t n) {
     char ver[64], cpu[256];
     blas_version(ver, sizeof ver);
     cpu_model(cpu, sizeof cpu);
-    snprintf(buf, n, "%s %s kernels%s, %d threads, %s", ver, openblas_get_corename(),
-             getenv("OPENBLAS_CORETYPE") ? " (OPENBLAS_CORETYPE)" : "", omp_get_max_threads(), cpu);
+    snprintf(buf, n, "%s (%s) %s kernels%s, %d threads (GEMM %d), %s", ver, blas_threading(), openblas_get_corename(),
+             getenv("OPENBLAS_CORETYPE") ? " (OPENBLAS_CORETYPE)" : "", omp_get_max_threads(),
+             openblas_get_num_threads(), cpu);
 }
 
 int platform_write(const char *dir) {
@@ -51,7 +58,8 @@ int platform_write(const char *dir) {
     blas_version(ver, sizeof ver);
     cpu_model(cpu, sizeof cpu);
     const char *forced = getenv("OPENBLAS_CORETYPE");
-    fprintf(f, "blas: %s\nblas_kernels: %s\nblas_kernels_forced: %s\nomp_threads: %d\ncpu: %s\n", ver,
-            openblas_get_corename(), forced ? forced : "no", omp_get_max_threads(), cpu);
+    fprintf(f, "blas: %s\nblas_threading: %s\nblas_kernels: %s\nblas_kernels_forced: %s\nomp_threads: %d\n"
+               "gemm_threads: %d\ncpu: %s\n", ver, blas_threading(), openblas_get_corename(), forced ? forced : "no",
+            omp_get_max_threads(), openblas_get_num_threads(), cpu);
     return fclose(f) == 0 ? 0 : v3_error("%s: write failed: %s", path, strerror(errno));
 }
