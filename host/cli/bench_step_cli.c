@@ -93,6 +93,15 @@ int cmd_bench_step(int argc, char **argv) {
     }
     progress_break();
     if (rc) { free(t); ffree(x); step_free(s); model_free(m); return cli_fail(); }
+    /* a run that slows down as it goes (denormals, memory growth) shows as last > first */
+    int w = steps >= 20 ? 10 : 1;
+    double *ends = xmalloc(sizeof(double) * 2 * (size_t)w);
+    memcpy(ends, t, sizeof(double) * w);
+    memcpy(ends + w, t + steps - w, sizeof(double) * w);
+    qsort(ends, (size_t)w, sizeof *ends, cmp_double);
+    qsort(ends + w, (size_t)w, sizeof *ends, cmp_double);
+    double first = ends[w / 2], last = ends[w + w / 2];
+    free(ends);
     qsort(t, (size_t)steps, sizeof *t, cmp_double);
     double med = t[steps / 2], mn = t[0], gf = model_step_flops(m, N) / 1e9;
     double ceil = be->host_state ? cpu_sgemm_ceiling(threads, 2048) : 0;
@@ -106,6 +115,7 @@ int cmd_bench_step(int argc, char **argv) {
     char pct[32] = "-";
     if (ceil > 0) snprintf(pct, sizeof pct, "%.1f%%", 100 * gf / med / ceil);
     printf("%-12.4f %-12.4f %-12.0f %-12.2f %-12.1f %-10s %-12.0f\n", med, mn, N / med, gf, gf / med, pct, rss);
+    if (steps >= 20) printf("first 10 steps %.4f s/step (median), last 10 %.4f\n", first, last);
     if (ceil > 0) printf("SGEMM ceiling: %.1f GFLOP/s (2048^3 on %d OpenBLAS threads, measured in this run)\n", ceil,
                          threads);
     if (json) {
@@ -115,9 +125,10 @@ int cmd_bench_step(int argc, char **argv) {
             fprintf(f, "{\"impl\":\"v3\",\"config\":\"%s\",\"device\":\"%s\",\"threads\":%d,\"batch\":%d,"
                        "\"fragments_per_step\":%d,\"params\":%zu,\"steps\":%d,\"median_s\":%.6f,\"min_s\":%.6f,"
                        "\"mean_s\":%.6f,\"frag_per_s\":%.3f,\"gflop_per_step\":%.4f,\"gflops\":%.3f,"
-                       "\"sgemm_gflops\":%.3f,\"peak_rss_mb\":%.1f}\n",
+                       "\"sgemm_gflops\":%.3f,\"peak_rss_mb\":%.1f,\"first_median_s\":%.6f,"
+                       "\"last_median_s\":%.6f}\n",
                     c.path, be->name, threads, B, N, m->n_params, steps, med, mn, total / steps, N / med, gf,
-                    gf / med, ceil, rss);
+                    gf / med, ceil, rss, first, last);
             fclose(f);
         }
     }
