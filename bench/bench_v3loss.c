@@ -32,13 +32,6 @@
 #include "v3_coef.h"
 #include "v3loss.h"
 
-#ifdef V3_HAVE_CUDA
-/* Tuning knob of kernels/v3loss.cu (not in the public header). */
-void cuda_v3_debug_options(int force_global_rows, int tile);
-#define V3_DEBUG_OPTIONS(g, t) cuda_v3_debug_options((g), (t))
-#else
-#define V3_DEBUG_OPTIONS(g, t) ((void)0)
-#endif
 
 typedef struct {
     CudaV3 *w;
@@ -228,9 +221,9 @@ int main(int argc, char **argv) {
             char var[48];
             if (tiles[ti]) snprintf(var, sizeof var, "fwd+bwd tile=%d", tiles[ti]);
             else snprintf(var, sizeof var, "fwd+bwd global rows");
-            V3_DEBUG_OPTIONS(tiles[ti] == 0, tiles[ti]);
+            cuda_v3_debug_options(tiles[ti] == 0, tiles[ti]);
             c.w = cuda_v3_create(&r.cfg, s->B, s->n, s->dc, s->ds);
-            V3_DEBUG_OPTIONS(0, 0);
+            cuda_v3_debug_options(0, 0);
             if (!c.w) V3_FATAL("%s", v3_last_error());
             measure(&r, &c, var, run_fwd_bwd, b_fwd + b_bwd, f_fwd + f_bwd, "tuning");
             cuda_v3_destroy(c.w);

@@ -105,6 +105,9 @@ void cuda_bias_grad(int N, int C, int HW, const float *dy, float *db);
 /* ---- vector quantiser (kernels/vq.cu): cuda_vq_create returns a CudaVq; cuda_v3_create a CudaV3 ---- */
 typedef struct CudaVq CudaVq;
 typedef struct CudaV3 CudaV3;
+/* Test and benchmark knob of kernels/v3loss.cu: force the K2 distance rows into global memory and/or the K2 tile
+ * (1..4, 0 = automatic) for workspaces created afterwards (a no-op without CUDA). */
+void cuda_v3_debug_options(int force_global_rows, int tile);
 /* Search variants for the benchmark and tests: only ind (argmin with lowest-index ties). */
 typedef enum {
     VQS_NAIVE = 0,   /* one thread per row, codebook from global memory, difference form */

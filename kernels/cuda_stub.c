@@ -38,6 +38,7 @@ void cuda_sgemm(int transA, int transB, int M, int N, int K, float alpha, const 
 void cuda_bias_add(int N, int C, int HW, float *y, const float *b) { UNREACHABLE("cuda_bias_add"); }
 void cuda_bias_grad(int N, int C, int HW, const float *dy, float *db) { UNREACHABLE("cuda_bias_grad"); }
 const char *cuda_vq_variant_name(int v) { return "none"; }
+void cuda_v3_debug_options(int force_global_rows, int tile) { (void)force_global_rows, (void)tile; }
 int cuda_vq_argmin(CudaVq *w, int variant, int N, const float *x, const float *embed, int *ind) {
     UNREACHABLE("cuda_vq_argmin");
 }

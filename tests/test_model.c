@@ -309,3 +309,34 @@ TEST(model_tie_gradient_pytorch_vs_zero) {
     CHECK(dz > 1e-3 * z && dg > 0, "tied fragments got no extra gradient (|dg_zc| %.3g of %.3g)", dz, z);
     return 0;
 }
+
+/* The step's check before the update (step_grads_finite, the count_nonfinite op): finite gradients pass; one NaN
+ * or infinite element among the trainable parameters fails it; a NaN in the untrained bn_c/bn_s tail does not. */
+TEST(step_grads_finite_catches_one_bad_element) {
+    Config c;
+    tiny_config(&c);
+    Model *m = model_build(&c, 3);
+    CHECK(m, "model_build: %s", v3_last_error());
+    size_t nx = (size_t)4 * c.n_fragments * m->arch.C * m->arch.H * m->arch.W;
+    float *x = falloc(nx);
+    fill_uniform(x, nx, 5, -1, 1);
+    LossTerms L;
+    CHECK(model_forward(m, x, 4, 1, &L) == 0, "forward: %s", v3_last_error());
+    model_backward(m);
+    int ok0 = step_grads_finite(m->host_step);
+    float keep = m->g[m->n_trainable - 1];
+    m->g[m->n_trainable - 1] = NAN;
+    int nan_last = step_grads_finite(m->host_step);
+    m->g[m->n_trainable - 1] = keep;
+    m->g[0] = -INFINITY;
+    int inf_first = step_grads_finite(m->host_step);
+    m->g[0] = 0;
+    m->g[m->n_params - 1] = NAN; /* bn_s.bias: registered, never trained */
+    int untrained = step_grads_finite(m->host_step);
+    model_free(m);
+    ffree(x);
+    CHECK(ok0 && !nan_last && !inf_first && untrained,
+          "finite %d, NaN in the last trained %d, -Inf in the first %d, NaN untrained %d", ok0, nan_last, inf_first,
+          untrained);
+    return 0;
+}

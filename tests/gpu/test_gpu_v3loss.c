@@ -27,14 +27,6 @@
 #include "v3_coef.h"
 #include "v3loss.h"
 
-#ifdef V3_HAVE_CUDA
-/* Test knob of kernels/v3loss.cu (not in the public header): force the K2 distance rows into global memory
- * and/or the K2 tile (1..4, 0 = automatic) for objects created afterwards. */
-void cuda_v3_debug_options(int force_global_rows, int tile);
-#define V3_DEBUG_OPTIONS(g, t) cuda_v3_debug_options((g), (t))
-#else
-#define V3_DEBUG_OPTIONS(g, t) ((void)0)
-#endif
 
 #define STAT_RTOL 1e-9
 #define STAT_ATOL 1e-12
@@ -211,9 +203,9 @@ static int run_case(const Case *c, unsigned long long seed, double *ref_out, Res
     const double atol_s = GRAD_ATOL_REL * (scale_s > 0 ? scale_s : 1.0f);
 
     /* Device. */
-    V3_DEBUG_OPTIONS(c->force_global, c->tile);
+    cuda_v3_debug_options(c->force_global, c->tile);
     CudaV3 *w = cuda_v3_create(&cfg, B, n, dc, ds);
-    V3_DEBUG_OPTIONS(0, 0);
+    cuda_v3_debug_options(0, 0);
     if (!w) {
         fprintf(stderr, "    cuda_v3_create failed: %s\n", v3_last_error());
         return 0;
