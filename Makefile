@@ -34,6 +34,18 @@ ifeq ($(STATIC_DEPS),1)
   LDLIBS := -L$(BLAS_LIBDIR) -Wl,-Bstatic -lfftw3f -lpng16 -lz -lyaml -lopenblas -lgomp -Wl,-Bdynamic -lm -lpthread -ldl
 endif
 
+# oneDNN (libdnnl-dev): the cpu backend's convolutions (host/cpu/conv_dnnl.c). Optional like the packages below:
+# without it (and in STATIC_DEPS=1 builds: Debian ships no static libdnnl) the cpu backend convolves with the
+# reference im2col + GEMM and says so (`v3 info`, platform.txt). DNNL=0 builds without it on purpose.
+DNNL ?= $(if $(wildcard /usr/include/oneapi/dnnl/dnnl.h),1,0)
+ifeq ($(STATIC_DEPS),1)
+  DNNL := 0
+endif
+ifeq ($(DNNL),1)
+  CFLAGS += -DV3_HAVE_DNNL=1
+  LDLIBS += -ldnnl
+endif
+
 # Dataset generation only (v3 data insnotes / phonenums / export-wav): FluidSynth, FreeType, libsndfile.
 # Each is optional: without it the build succeeds and `v3 data` names the Debian package to install.
 # STATIC_DEPS=1 (the portable binary for GPU machines, which lack them) leaves all three out.
@@ -153,7 +165,9 @@ test-run: v3 tests/run_tests tools/replay
 # DEMO_STEPS=N stops training earlier (a quick look; the numbers in RESULTS.md are for the full 1000 steps).
 # OpenBLAS picks its SGEMM kernels by CPU model, and different kernels round differently, so a run is
 # bit-reproducible only on the same kernel set (NOTES.md, "Reproducibility"). The demo pins the Haswell kernels
-# (any x86-64 CPU with AVX2) so the README's output is what every such machine prints; DEMO_BLAS= leaves the choice to OpenBLAS.
+# (any x86-64 CPU with AVX2) and oneDNN's AVX2 convolutions (ONEDNN_MAX_CPU_ISA) so the README's output is what such
+# machines print (oneDNN also blocks by cache size and thread count: NOTES.md, "Fast CPU backend"); DEMO_BLAS= leaves
+# the choice to the libraries.
 DEMO_STEPS ?=
 DEMO_BLAS ?= $(if $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo y),Haswell)
 demo:
@@ -163,8 +177,8 @@ demo-run: v3
 	@[ -f data/phonenums-mini/index.tsv ] || ./v3 data phonenums --mini --out data/phonenums-mini
 	@[ -f data/phonenums-mini-ood/index.tsv ] || ./v3 data phonenums --mini --ood --out data/phonenums-mini-ood
 	rm -rf runs/demo
-	$(if $(DEMO_BLAS),OPENBLAS_CORETYPE=$(DEMO_BLAS)) ./v3 train --config configs/phonenums-cpu.yaml --out runs/demo --device cpu $(if $(DEMO_STEPS),--steps $(DEMO_STEPS))
-	$(if $(DEMO_BLAS),OPENBLAS_CORETYPE=$(DEMO_BLAS)) ./v3 eval --run runs/demo
+	$(if $(DEMO_BLAS),OPENBLAS_CORETYPE=$(DEMO_BLAS) ONEDNN_MAX_CPU_ISA=AVX2) ./v3 train --config configs/phonenums-cpu.yaml --out runs/demo --device cpu $(if $(DEMO_STEPS),--steps $(DEMO_STEPS))
+	$(if $(DEMO_BLAS),OPENBLAS_CORETYPE=$(DEMO_BLAS) ONEDNN_MAX_CPU_ISA=AVX2) ./v3 eval --run runs/demo
 
 # `make asan`: the test suite with AddressSanitizer and UBSan (gcc, CPU-only: CUDA's static runtime does not mix
 # with ASan), built in a copy of the tree (build/asan/tree: the files git tracks or would track) so its objects

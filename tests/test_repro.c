@@ -1,7 +1,9 @@
 /* Reproducibility as NOTES.md ("Reproducibility") states it: the same binary, seed, BLAS kernel set and thread
- * count give byte-identical logs and checkpoints; today the thread count does not matter either (every reduction
- * has a fixed order), which the second half pins so that a change to it is a decision, not an accident. */
+ * count give byte-identical logs and checkpoints. Another thread count gives another summation order in oneDNN's
+ * weight gradients (the cpu backend's wide convolutions, issue 17), so 1 thread against 2 agree only to rounding:
+ * the first step's loss to 1e-6 (it depends only on the forward pass), later ones loosely. */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -19,6 +21,18 @@ static int same_file(const char *a, const char *b) {
     free(x);
     free(y);
     return same;
+}
+
+/* The loss of the first training line of a log.jsonl (0 when there is none). */
+static double first_loss(const char *path) {
+    unsigned char *t;
+    size_t n;
+    if (test_read_all(path, &t, &n)) return 0;
+    const char *p = strstr((char *)t, "\"kind\":\"train\"");
+    const char *v = p ? strstr(p, "\"loss\":") : NULL;
+    double l = v ? strtod(v + 7, NULL) : 0;
+    free(t);
+    return l;
 }
 
 static int train(const char *dir, const char *run, int threads, char *out, size_t cap) {
@@ -47,9 +61,8 @@ TEST(repro_same_seed_and_threads_give_identical_logs) {
           "two runs, same seed, 2 threads: log.jsonl differs");
     CHECK(same_file(test_path(dir, "a2/checkpoints/latest.v3ck"), test_path(dir, "b2/checkpoints/latest.v3ck")),
           "two runs, same seed, 2 threads: latest.v3ck differs");
-    CHECK(same_file(test_path(dir, "a2/log.jsonl"), test_path(dir, "c1/log.jsonl")),
-          "1 thread against 2: log.jsonl differs (if a change makes results depend on the thread count, say so in "
-          "NOTES.md and the README and relax this check)");
+    double l2 = first_loss(test_path(dir, "a2/log.jsonl")), l1 = first_loss(test_path(dir, "c1/log.jsonl"));
+    CHECK(l2 > 0 && fabs(l1 - l2) <= 1e-6 * l2, "1 thread against 2: first loss %.9g vs %.9g", l1, l2);
     /* the run records what decides its last bits */
     unsigned char *pl;
     size_t n;

@@ -1,6 +1,6 @@
 /* The step (host/model/step.c) on the emulated device (backend emu: the reference ops behind a separate memory, so the
  * step keeps its own copy of the state and moves it as on CUDA) against the same step on the host Model's own
- * buffers (model_forward, backend cpu): same seed, same batches, so every loss term, every parameter and every
+ * buffers (model_forward on backend ref: emu runs the same ops): same seed, same batches, so every loss term, every parameter and every
  * codebook entry must agree bit for bit, through k-means initialisation, EMA updates, dead-code revivals,
  * BatchNorm running statistics, eval forwards and AdamW. A mismatch here is a bug in the data movement the CUDA
  * backend runs (uploads, downloads, host copies of the counts, device-resident input). */
@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "common.h"
 #include "config.h"
 #include "step.h"
@@ -34,6 +35,7 @@ static long first_diff(const float *a, const float *b, size_t n) {
 static int run_case(Config *c, int B, int steps, unsigned long long seed) {
     Model *cpu = model_build(c, 7), *dev = model_build(c, 7);
     CHECK(cpu && dev, "model_build: %s", v3_last_error());
+    cpu->host_backend = &backend_ref; /* the host model runs the ops emu wraps (the cpu backend's are faster, not equal) */
     Step *g = step_create(dev, &backend_emu, B * dev->cfg.n_fragments, V3_MATH_FP32);
     CHECK(g, "step_create: %s", v3_last_error());
     size_t frag = (size_t)cpu->arch.C * cpu->arch.H * cpu->arch.W, N = (size_t)B * c->n_fragments;

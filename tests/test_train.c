@@ -345,8 +345,12 @@ TEST(train_device_ref_and_cpu_agree) {
         }
         free(txt);
     }
+    /* free-running: the cpu ops round differently from ref's, AdamW turns rounding-level gradients (biases in front
+     * of BatchNorm) into full-size steps, and codeword near-ties flip, so the runs part from the second step; only
+     * the first is compared (test_step_cpu checks the step itself along a 50-step trajectory) */
     for (int s = 0; s < 6; s++)
-        CHECK(isfinite(loss[0][s]) && loss[0][s] > 0 && fabs(loss[0][s] - loss[1][s]) <= 1e-4 * loss[0][s],
+        CHECK(isfinite(loss[0][s]) && loss[0][s] > 0 && isfinite(loss[1][s]) && loss[1][s] > 0 &&
+                  (s >= 1 || fabs(loss[0][s] - loss[1][s]) <= 1e-5 * loss[0][s]),
               "step %d: loss %.9g on ref, %.9g on cpu", s + 1, loss[0][s], loss[1][s]);
     TrainOpts o;
     test_train_opts(&o, cfg, out[0], 7, 1, NULL);

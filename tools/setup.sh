@@ -11,10 +11,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Build and training: compiler, OpenBLAS, libyaml, FFTW (CPU STFT), libpng (PhoneNums pages).
+# Build and training: compiler, OpenBLAS, oneDNN (the cpu backend's convolutions), libyaml, FFTW (CPU STFT), libpng
+# (PhoneNums pages).
 # Datasets: FluidSynth with the small TimGM6mb General-MIDI soundfont, libsndfile, FreeType with Comic Neue.
 # Figures: cairo and a sans-serif font for labels. The venv for the tests: python3-venv.
-pkgs=(build-essential pkg-config libopenblas-openmp-dev libyaml-dev libfftw3-dev libpng-dev
+pkgs=(build-essential pkg-config libopenblas-openmp-dev libdnnl-dev libyaml-dev libfftw3-dev libpng-dev
       libfluidsynth-dev timgm6mb-soundfont libsndfile1-dev libfreetype-dev fonts-comic-neue
       libcairo2-dev fonts-dejavu-core python3 python3-venv)
 venv=0

@@ -1,6 +1,6 @@
 /* The reference backend's table ops that are not plain reference functions of their own file: memory (host
  * memory), convolution plans over ref_conv2d/ref_convT2d, column ops, the VQ workspace over vq.c and the V3
- * statistics over v3_loss; and the ref, cpu and emu tables (backend.h). */
+ * statistics over v3_loss; and the ref and emu tables (backend.h; the cpu table is host/cpu/backend_cpu.c). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,6 +147,4 @@ void ref_v3_backward(void *p, const float *zc, const float *q, const float *zs, 
 const double *ref_v3_stats(const void *p) { return ((const RefV3 *)p)->stats; }
 
 const Backend backend_ref = {.name = "ref", .host_state = 1, V3_BACKEND_TABLE(ref)};
-/* Until the fast CPU ops exist, the cpu backend runs the reference ops. */
-const Backend backend_cpu = {.name = "cpu", .host_state = 1, V3_BACKEND_TABLE(ref)};
 const Backend backend_emu = {.name = "emu", .host_state = 0, V3_BACKEND_TABLE(ref)};

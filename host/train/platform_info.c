@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "cpu_backend.h"
 #include "platform_info.h"
 
 static void cpu_model(char *buf, size_t n) {
@@ -45,9 +46,9 @@ void platform_describe(char *buf, size_t n) {
     char ver[64], cpu[256];
     blas_version(ver, sizeof ver);
     cpu_model(cpu, sizeof cpu);
-    snprintf(buf, n, "%s (%s) %s kernels%s, %d threads (GEMM %d), %s", ver, blas_threading(), openblas_get_corename(),
-             getenv("OPENBLAS_CORETYPE") ? " (OPENBLAS_CORETYPE)" : "", omp_get_max_threads(),
-             openblas_get_num_threads(), cpu);
+    snprintf(buf, n, "%s (%s) %s kernels%s, %d threads (GEMM %d), convolutions: %s, %s", ver, blas_threading(),
+             openblas_get_corename(), getenv("OPENBLAS_CORETYPE") ? " (OPENBLAS_CORETYPE)" : "", omp_get_max_threads(),
+             openblas_get_num_threads(), cpu_conv_library(), cpu);
 }
 
 int platform_write(const char *dir) {
@@ -58,8 +59,10 @@ int platform_write(const char *dir) {
     blas_version(ver, sizeof ver);
     cpu_model(cpu, sizeof cpu);
     const char *forced = getenv("OPENBLAS_CORETYPE");
+    const char *isa = getenv("ONEDNN_MAX_CPU_ISA");
     fprintf(f, "blas: %s\nblas_threading: %s\nblas_kernels: %s\nblas_kernels_forced: %s\nomp_threads: %d\n"
-               "gemm_threads: %d\ncpu: %s\n", ver, blas_threading(), openblas_get_corename(), forced ? forced : "no",
-            omp_get_max_threads(), openblas_get_num_threads(), cpu);
+               "gemm_threads: %d\nconv_library: %s\nconv_isa_forced: %s\ncpu: %s\n", ver, blas_threading(),
+            openblas_get_corename(), forced ? forced : "no", omp_get_max_threads(), openblas_get_num_threads(),
+            cpu_conv_library(), isa ? isa : "no", cpu);
     return fclose(f) == 0 ? 0 : v3_error("%s: write failed: %s", path, strerror(errno));
 }

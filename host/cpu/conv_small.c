@@ -1,0 +1,359 @@
+/* Direct convolutions for layers with few channels (the width-16 model's 1-16 channel layers), where oneDNN's blocked
+ * layouts pad every channel count to 16 (256x the work at 1 -> 1) and im2col + GEMM runs GEMMs with M of 1-8.
+ *
+ * One image at a time, in three moves:
+ *   1. pad: the image's planes go into a zero-padded buffer; a stride s is removed by "space to depth" (the s*s
+ *      phases of each padded plane become s*s planes of their own, and the kernel is split the same way), so every
+ *      convolution below is a stride-1 convolution without padding on planes of width Wq;
+ *   2. the core: the output is computed along the flattened plane, p = oh*Wq + ow, so the tap (i, j) is the constant
+ *      offset i*Wq + j and the inner loop runs over 16 consecutive outputs for up to 8 output channels at once
+ *      (16-float vectors, one weight broadcast per channel: the vectors stay in registers). Columns ow >= Wo of the
+ *      flattened output are junk and are dropped;
+ *   3. unpad: the valid columns go to the output (the data gradient: back through the space-to-depth).
+ * The data gradient of a stride-1 convolution is a stride-1 convolution of dy with the flipped kernel, so the core has
+ * two kernels: the forward one and the weight-gradient one.
+ * Deterministic for any thread count and any vector width: each output is summed by one thread in a fixed order (the
+ * vector lanes are separate outputs), and the weight gradient sums fixed chunks of the batch in chunk order and each
+ * image's 16 lanes in lane order. C11 has no FMA contraction (-ffp-contract=off), so AVX-512, AVX2 and SSE builds of
+ * these loops give the same bits. */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "cpu_internal.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define V3_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define V3_CLONES
+#endif
+
+/* 16-float vectors as the GNU vector extension: one zmm on AVX-512, two ymm on AVX2 (the ABI note GCC gives for
+ * passing them between functions compiled for different ISAs does not apply: they never cross a clone boundary). */
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float v16 __attribute__((vector_size(64)));
+#define VL 16
+static inline v16 ld(const float *p) {
+    v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void st(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+
+/* Per-thread scratch slots, grown on demand (the step calls from one thread; the loops below use the OpenMP pool). */
+#define MAX_THREADS 256
+enum { T_IN, T_OUT, T_W, N_TSLOTS };
+static float *g_tls[MAX_THREADS][N_TSLOTS];
+static size_t g_tls_n[MAX_THREADS][N_TSLOTS];
+static float *tls(int slot, size_t n) {
+    int t = omp_get_thread_num();
+    if (t >= MAX_THREADS) V3_FATAL("more than %d OpenMP threads", MAX_THREADS);
+    if (g_tls_n[t][slot] < n) {
+        ffree(g_tls[t][slot]);
+        g_tls[t][slot] = falloc(n);
+        g_tls_n[t][slot] = n;
+    }
+    return g_tls[t][slot];
+}
+
+/* The stride-1 problem a convolution becomes: C planes of Hq x Wq (padded, space-to-depth), kernel kq x lq,
+ * outputs Ho x Wo; the flattened output has P = Ho*Wq positions, rounded up to whole vectors (Pv). */
+typedef struct {
+    int s, C, Hq, Wq, kq, lq, Ho, Wo, co;
+    size_t plane, in_floats, Pv;
+} Core;
+
+static Core core_of(const SConv *c) {
+    Core k;
+    int s = c->sh; /* sh == sw (checked in sconv_ok) */
+    k.s = s;
+    k.kq = (c->kh + s - 1) / s;
+    k.lq = (c->kw + s - 1) / s;
+    k.Ho = c->Ho;
+    k.Wo = c->Wo;
+    k.Hq = c->Ho - 1 + k.kq;
+    k.Wq = c->Wo - 1 + k.lq;
+    k.C = c->ci * s * s;
+    k.co = c->co;
+    k.plane = (size_t)k.Hq * k.Wq;
+    k.Pv = ((size_t)k.Ho * k.Wq + VL - 1) / VL * VL;
+    /* reads run past a plane's end by up to Pv - P + (kq-1)*Wq + lq - 1 floats: slack after the last plane */
+    k.in_floats = k.C * k.plane + k.Pv + (size_t)k.kq * k.Wq + k.lq + VL;
+    return k;
+}
+
+int sconv_ok(const SConv *c) { return c->sh == c->sw && c->sh >= 1 && c->sh <= 4; }
+
+/* xq [C][Hq][Wq] from one image x [ci][H][W]: padded by (ph, pw), then space to depth by s. Only the borders and
+ * the slack are zeroed; the rows are copied whole (s = 1) or by phase. */
+static void to_core_input(const SConv *c, const Core *k, const float *x, float *xq) {
+    int s = k->s;
+    if (s == 1) {
+        size_t Wq = k->Wq;
+        for (int ci = 0; ci < c->ci; ci++) {
+            float *pl = xq + (size_t)ci * k->plane;
+            memset(pl, 0, sizeof(float) * Wq * c->ph);
+            int rows = c->H < k->Hq - c->ph ? c->H : k->Hq - c->ph, cols = c->W < k->Wq - c->pw ? c->W : k->Wq - c->pw;
+            for (int h = 0; h < rows; h++) {
+                float *r = pl + (size_t)(h + c->ph) * Wq;
+                memset(r, 0, sizeof(float) * c->pw);
+                memcpy(r + c->pw, x + ((size_t)ci * c->H + h) * c->W, sizeof(float) * cols);
+                memset(r + c->pw + cols, 0, sizeof(float) * (Wq - c->pw - cols));
+            }
+            memset(pl + (size_t)(rows + c->ph) * Wq, 0, sizeof(float) * Wq * (k->Hq - rows - c->ph));
+        }
+        memset(xq + (size_t)k->C * k->plane, 0, sizeof(float) * (k->in_floats - (size_t)k->C * k->plane));
+        return;
+    }
+    memset(xq, 0, sizeof(float) * k->in_floats);
+    for (int ci = 0; ci < c->ci; ci++)
+        for (int h = 0; h < c->H; h++) {
+            int hp = h + c->ph, a = hp % s, hq = hp / s;
+            if (hq >= k->Hq) break;
+            const float *xr = x + ((size_t)ci * c->H + h) * c->W;
+            for (int b = 0; b < s; b++) {
+                /* the columns w with (w + pw) % s == b go to plane (a, b) at (w + pw) / s */
+                int w0 = ((b - c->pw) % s + s) % s;
+                float *dst = xq + (size_t)(ci * s * s + a * s + b) * k->plane + (size_t)hq * k->Wq;
+                for (int w = w0; w < c->W; w += s) {
+                    int wq = (w + c->pw) / s;
+                    if (wq >= k->Wq) break;
+                    dst[wq] = xr[w];
+                }
+            }
+        }
+}
+
+/* The forward kernel for K output channels: out[k][p] = bias[k] + sum over c, i, j of w[k][c][i][j] xq[c][p + i*Wq +
+ * j], for p < Pv. wp holds the block's weights packed as [c][i][j][K]. */
+#define CORE_FWD(K)                                                                                             \
+    V3_CLONES static void core_fwd_##K(const Core *k, const float *xq, const float *wp, const float *bias,     \
+                                       float *out, size_t ldo) {                                                \
+        int taps = k->kq * k->lq;                                                                               \
+        for (size_t p0 = 0; p0 < k->Pv; p0 += VL) {                                                             \
+            v16 acc[K];                                                                                         \
+            for (int q = 0; q < K; q++) acc[q] = (v16){0} + bias[q];                                           \
+            for (int c = 0; c < k->C; c++) {                                                                    \
+                const float *xc = xq + c * k->plane + p0;                                                       \
+                const float *wc = wp + (size_t)c * taps * K;                                                    \
+                for (int i = 0; i < k->kq; i++)                                                                 \
+                    for (int j = 0; j < k->lq; j++) {                                                           \
+                        v16 xv = ld(xc + i * k->Wq + j);                                                        \
+                        const float *wt = wc + (i * k->lq + j) * K;                                             \
+                        for (int q = 0; q < K; q++) acc[q] += wt[q] * xv;                                       \
+                    }                                                                                           \
+            }                                                                                                   \
+            for (int q = 0; q < K; q++) st(out + q * ldo + p0, acc[q]);                                         \
+        }                                                                                                       \
+    }
+CORE_FWD(1)
+CORE_FWD(2)
+CORE_FWD(3)
+CORE_FWD(4)
+CORE_FWD(5)
+CORE_FWD(6)
+CORE_FWD(7)
+CORE_FWD(8)
+typedef void (*CoreFwd)(const Core *, const float *, const float *, const float *, float *, size_t);
+static const CoreFwd core_fwd[9] = {NULL, core_fwd_1, core_fwd_2, core_fwd_3, core_fwd_4,
+                                    core_fwd_5, core_fwd_6, core_fwd_7, core_fwd_8};
+
+/* All output channels, in blocks of 8: out [co][Pv]. wpk holds the blocks' packed weights one after another. */
+static void core_forward(const Core *k, const float *xq, const float *wpk, const float *bias, float *out) {
+    size_t per = (size_t)k->C * k->kq * k->lq;
+    for (int o0 = 0; o0 < k->co; o0 += 8) {
+        int K = k->co - o0 < 8 ? k->co - o0 : 8;
+        core_fwd[K](k, xq, wpk + per * o0, bias + o0, out + (size_t)o0 * k->Pv, k->Pv);
+    }
+}
+
+/* Packs w [co][ci][kh][kw] (the convolution's) into the core's blocks [co/8][C][kq][lq][8]; taps past the kernel
+ * (space to depth rounds it up) are zero. */
+static void pack_weights(const SConv *c, const Core *k, const float *w, float *wpk) {
+    int s = k->s;
+    size_t per = (size_t)k->C * k->kq * k->lq;
+    memset(wpk, 0, sizeof(float) * per * k->co);
+    for (int o = 0; o < c->co; o++) {
+        int o0 = o / 8 * 8, K = c->co - o0 < 8 ? c->co - o0 : 8, q = o - o0;
+        float *blk = wpk + per * o0;
+        for (int ci = 0; ci < c->ci; ci++)
+            for (int i = 0; i < c->kh; i++)
+                for (int j = 0; j < c->kw; j++) {
+                    int C = ci * s * s + (i % s) * s + (j % s);
+                    blk[((size_t)(C * k->kq + i / s) * k->lq + j / s) * K + q] =
+                        w[(((size_t)o * c->ci + ci) * c->kh + i) * c->kw + j];
+                }
+    }
+}
+
+/* y [co][Ho][Wo] (+= nothing: overwritten) from the flattened out [co][Pv] */
+static void from_core_output(const Core *k, const float *out, float *y) {
+    for (int o = 0; o < k->co; o++)
+        for (int oh = 0; oh < k->Ho; oh++)
+            memcpy(y + ((size_t)o * k->Ho + oh) * k->Wo, out + (size_t)o * k->Pv + (size_t)oh * k->Wq,
+                   sizeof(float) * k->Wo);
+}
+
+void sconv_fwd(const SConv *c, const float *x, const float *w, const float *b, float *y) {
+    Core k = core_of(c);
+    size_t xin = (size_t)c->ci * c->H * c->W, yout = (size_t)c->co * c->Ho * c->Wo;
+    size_t nw = (size_t)k.C * k.kq * k.lq * k.co;
+    float *wpk = falloc(nw);
+    pack_weights(c, &k, w, wpk);
+    float *bz = NULL;
+    if (!b) b = bz = falloc(c->co); /* zeros */
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < c->N; n++) {
+        float *xq = tls(T_IN, k.in_floats), *out = tls(T_OUT, (size_t)k.co * k.Pv);
+        to_core_input(c, &k, x + n * xin, xq);
+        core_forward(&k, xq, wpk, b, out);
+        from_core_output(&k, out, y + n * yout);
+    }
+    ffree(wpk);
+    ffree(bz);
+}
+
+/* The data gradient. In core terms dxq[C][hq][wq] = sum over o, i, j of wq[o][C][i][j] dy[o][hq - i][wq - j]: a
+ * stride-1 convolution of dy, padded by (kq-1, lq-1), with the flipped kernel and the channel roles swapped. It is
+ * computed with the forward kernel on that convolution, then dx gathers it back through space to depth. */
+void sconv_bwd_data(const SConv *c, const float *dy, const float *w, const float *b, float *dx) {
+    Core k = core_of(c);
+    /* the adjoint problem: input dy (co planes), kernel kq x lq, output Hq' x Wq' = (Ho + kq - 1) x (Wo + lq - 1) */
+    SConv a = {c->N, c->co, c->Ho, c->Wo, k.C, k.Ho + k.kq - 1, k.Wo + k.lq - 1, k.kq, k.lq, 1, 1, k.kq - 1, k.lq - 1};
+    Core ka = core_of(&a);
+    /* adjoint weights: wa[C][o][kq-1-i][lq-1-j] = wq[o][C][i][j], wq the space-to-depth split of w */
+    size_t nq = (size_t)k.co * k.C * k.kq * k.lq;
+    float *wq = falloc(nq), *wa = falloc(nq), *wpk = falloc((size_t)ka.C * ka.kq * ka.lq * ka.co);
+    float *zero = falloc(ka.co);
+    int s = k.s;
+    for (int o = 0; o < c->co; o++)
+        for (int ci = 0; ci < c->ci; ci++)
+            for (int i = 0; i < c->kh; i++)
+                for (int j = 0; j < c->kw; j++) {
+                    int C = ci * s * s + (i % s) * s + (j % s);
+                    wq[(((size_t)o * k.C + C) * k.kq + i / s) * k.lq + j / s] =
+                        w[(((size_t)o * c->ci + ci) * c->kh + i) * c->kw + j];
+                }
+    for (int o = 0; o < k.co; o++)
+        for (int C = 0; C < k.C; C++)
+            for (int i = 0; i < k.kq; i++)
+                for (int j = 0; j < k.lq; j++)
+                    wa[(((size_t)C * k.co + o) * k.kq + (k.kq - 1 - i)) * k.lq + (k.lq - 1 - j)] =
+                        wq[(((size_t)o * k.C + C) * k.kq + i) * k.lq + j];
+    pack_weights(&a, &ka, wa, wpk);
+    size_t xin = (size_t)c->ci * c->H * c->W, yout = (size_t)c->co * c->Ho * c->Wo;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < c->N; n++) {
+        float *dyq = tls(T_IN, ka.in_floats), *out = tls(T_OUT, (size_t)ka.co * ka.Pv);
+        to_core_input(&a, &ka, dy + n * yout, dyq);
+        core_forward(&ka, dyq, wpk, zero, out);
+        /* out [C][hq*Wqa + wq] (Wqa = ka.Wq) is dxq over hq < Ho + kq - 1, wq < Wo + lq - 1; dx[ci][h][w] is the
+         * phase ((h+ph) % s, (w+pw) % s) of channel ci at ((h+ph)/s, (w+pw)/s), zero where that lies past dxq */
+        float *d = dx + n * xin;
+        for (int ci = 0; ci < c->ci; ci++) {
+            float bias = b ? b[ci] : 0.0f;
+            for (int h = 0; h < c->H; h++) {
+                int hp = h + c->ph, hq = hp / s;
+                float *dr = d + ((size_t)ci * c->H + h) * c->W;
+                for (int x0 = 0; x0 < c->W; x0++) {
+                    int wp = x0 + c->pw, wq2 = wp / s;
+                    float v = 0.0f;
+                    if (hq < ka.Ho && wq2 < ka.Wo)
+                        v = out[(size_t)(ci * s * s + (hp % s) * s + wp % s) * ka.Pv + (size_t)hq * ka.Wq + wq2];
+                    dr[x0] = v + bias;
+                }
+            }
+        }
+    }
+    ffree(wq), ffree(wa), ffree(wpk), ffree(zero);
+}
+
+/* The weight-gradient kernel for K output channels: acc[q][c][i][j] += sum over p < P of dyf[q][p] xq[c][p + i*Wq
+ * + j], dyf the image's dy on the flattened plane with zeros in the junk columns and past P. */
+#define CORE_BWDW(K)                                                                                            \
+    V3_CLONES static void core_bwdw_##K(const Core *k, const float *xq, const float *dyf, size_t ldd,          \
+                                        float *dwq, size_t ldw) {                                               \
+        for (int c = 0; c < k->C; c++)                                                                          \
+            for (int i = 0; i < k->kq; i++)                                                                     \
+                for (int j = 0; j < k->lq; j++) {                                                               \
+                    v16 acc[K];                                                                                 \
+                    for (int q = 0; q < K; q++) acc[q] = (v16){0};                                             \
+                    const float *xc = xq + c * k->plane + i * k->Wq + j;                                        \
+                    for (size_t p0 = 0; p0 < k->Pv; p0 += VL) {                                                 \
+                        v16 xv = ld(xc + p0);                                                                   \
+                        for (int q = 0; q < K; q++) acc[q] += ld(dyf + q * ldd + p0) * xv;                     \
+                    }                                                                                           \
+                    for (int q = 0; q < K; q++) {                                                               \
+                        float s = 0.0f;                                                                         \
+                        for (int l = 0; l < VL; l++) s += acc[q][l];                                           \
+                        dwq[q * ldw + ((size_t)c * k->kq + i) * k->lq + j] += s;                                \
+                    }                                                                                           \
+                }                                                                                               \
+    }
+CORE_BWDW(1)
+CORE_BWDW(2)
+CORE_BWDW(3)
+CORE_BWDW(4)
+CORE_BWDW(5)
+CORE_BWDW(6)
+CORE_BWDW(7)
+CORE_BWDW(8)
+typedef void (*CoreBwdw)(const Core *, const float *, const float *, size_t, float *, size_t);
+static const CoreBwdw core_bwdw[9] = {NULL, core_bwdw_1, core_bwdw_2, core_bwdw_3, core_bwdw_4,
+                                      core_bwdw_5, core_bwdw_6, core_bwdw_7, core_bwdw_8};
+
+/* The batch is cut into CHUNKS fixed chunks whatever the thread count; each chunk's gradient is summed in image
+ * order, then the chunks in chunk order: the same bits on any number of threads. */
+#define CHUNKS 16
+
+void sconv_bwd_weights(const SConv *c, const float *x, const float *dy, float *dw) {
+    Core k = core_of(c);
+    size_t xin = (size_t)c->ci * c->H * c->W, yout = (size_t)c->co * c->Ho * c->Wo;
+    size_t per = (size_t)k.C * k.kq * k.lq, nwq = per * k.co;
+    int nch = c->N < CHUNKS ? c->N : CHUNKS;
+    float *part = falloc(nwq * nch);
+#pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < nch; ch++) {
+        int n0 = (int)((long)c->N * ch / nch), n1 = (int)((long)c->N * (ch + 1) / nch);
+        float *xq = tls(T_IN, k.in_floats), *dyf = tls(T_OUT, (size_t)k.co * k.Pv);
+        memset(dyf, 0, sizeof(float) * k.co * k.Pv);
+        for (int n = n0; n < n1; n++) {
+            to_core_input(c, &k, x + n * xin, xq);
+            const float *g = dy + n * yout;
+            for (int o = 0; o < k.co; o++)
+                for (int oh = 0; oh < k.Ho; oh++)
+                    memcpy(dyf + (size_t)o * k.Pv + (size_t)oh * k.Wq, g + ((size_t)o * k.Ho + oh) * k.Wo,
+                           sizeof(float) * k.Wo);
+            for (int o0 = 0; o0 < k.co; o0 += 8) {
+                int K = k.co - o0 < 8 ? k.co - o0 : 8;
+                core_bwdw[K](&k, xq, dyf + (size_t)o0 * k.Pv, k.Pv, part + nwq * ch + per * o0, per);
+            }
+        }
+    }
+    /* dw[o][ci][i][j] += sum over chunks of the space-to-depth gradient's matching tap */
+    int s = k.s;
+    for (int o = 0; o < c->co; o++)
+        for (int ci = 0; ci < c->ci; ci++)
+            for (int i = 0; i < c->kh; i++)
+                for (int j = 0; j < c->kw; j++) {
+                    int C = ci * s * s + (i % s) * s + (j % s);
+                    size_t iq = per * o + ((size_t)C * k.kq + i / s) * k.lq + j / s;
+                    float sum = 0.0f;
+                    for (int ch = 0; ch < nch; ch++) sum += part[nwq * ch + iq];
+                    dw[(((size_t)o * c->ci + ci) * c->kh + i) * c->kw + j] += sum;
+                }
+    ffree(part);
+}
+
+void cpu_bias_grad(int N, int C, size_t HW, const float *dy, float *db) {
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        double s = 0;
+        for (int n = 0; n < N; n++) {
+            const float *p = dy + ((size_t)n * C + c) * HW;
+            for (size_t k = 0; k < HW; k++) s += p[k];
+        }
+        db[c] += (float)s;
+    }
+}
