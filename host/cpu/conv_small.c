@@ -29,17 +29,13 @@
 #define V3_CLONES
 #endif
 
-/* 16-float vectors as the GNU vector extension: one zmm on AVX-512, two ymm on AVX2 (the ABI note GCC gives for
- * passing them between functions compiled for different ISAs does not apply: they never cross a clone boundary). */
-#pragma GCC diagnostic ignored "-Wpsabi"
+/* 16-float vectors as the GNU vector extension: one zmm on AVX-512, two ymm on AVX2 (never passed by value, so no
+ * function's ABI depends on the clone's ISA). */
 typedef float v16 __attribute__((vector_size(64)));
 #define VL 16
-static inline v16 ld(const float *p) {
-    v16 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void st(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+/* unaligned loads and stores through pointers (no vector passed by value between functions) */
+static inline void ldv(v16 *v, const float *p) { memcpy(v, p, sizeof *v); }
+static inline void stv(float *p, const v16 *v) { memcpy(p, v, sizeof *v); }
 
 /* Per-thread scratch slots, grown on demand (the step calls from one thread; the loops below use the OpenMP pool). */
 #define MAX_THREADS 256
@@ -139,12 +135,13 @@ static void to_core_input(const SConv *c, const Core *k, const float *x, float *
                 const float *wc = wp + (size_t)c * taps * K;                                                    \
                 for (int i = 0; i < k->kq; i++)                                                                 \
                     for (int j = 0; j < k->lq; j++) {                                                           \
-                        v16 xv = ld(xc + i * k->Wq + j);                                                        \
+                        v16 xv;                                                                                 \
+                        ldv(&xv, xc + i * k->Wq + j);                                                           \
                         const float *wt = wc + (i * k->lq + j) * K;                                             \
                         for (int q = 0; q < K; q++) acc[q] += wt[q] * xv;                                       \
                     }                                                                                           \
             }                                                                                                   \
-            for (int q = 0; q < K; q++) st(out + q * ldo + p0, acc[q]);                                         \
+            for (int q = 0; q < K; q++) stv(out + q * ldo + p0, &acc[q]);                                       \
         }                                                                                                       \
     }
 CORE_FWD(1)
@@ -281,8 +278,12 @@ void sconv_bwd_data(const SConv *c, const float *dy, const float *w, const float
                     for (int q = 0; q < K; q++) acc[q] = (v16){0};                                             \
                     const float *xc = xq + c * k->plane + i * k->Wq + j;                                        \
                     for (size_t p0 = 0; p0 < k->Pv; p0 += VL) {                                                 \
-                        v16 xv = ld(xc + p0);                                                                   \
-                        for (int q = 0; q < K; q++) acc[q] += ld(dyf + q * ldd + p0) * xv;                     \
+                        v16 xv, dv;                                                                             \
+                        ldv(&xv, xc + p0);                                                                      \
+                        for (int q = 0; q < K; q++) {                                                           \
+                            ldv(&dv, dyf + q * ldd + p0);                                                       \
+                            acc[q] += dv * xv;                                                                  \
+                        }                                                                                       \
                     }                                                                                           \
                     for (int q = 0; q < K; q++) {                                                               \
                         float s = 0.0f;                                                                         \
