@@ -13,6 +13,8 @@ extern "C" {
 #endif
 
 V3_ALL_OPS(V3_DECLARE_REF)
+/* db[c] += sum over n and pixels of dy [N, C, HW], in double (convolution bias gradients; also the cpu backend's) */
+void ref_bias_grad(const float *dy, int N, int C, size_t HW, float *db);
 
 /* The convolutions behind ref_conv_fwd/bwd: im2col + one OpenBLAS GEMM per chunk of images, with an internal
  * scratch buffer (grown on demand, capped so large models process the batch in chunks).

@@ -102,7 +102,7 @@ void cpu_conv_bwd(const void *p, const float *x, const float *w, const float *dy
     if (c->kind == K_DNNL) return dconv_bwd(c->impl, x, w, dy, dx, dw, db);
 #endif
     if (c->kind == K_REF) return ref_conv_bwd(c->impl, x, w, dy, dx, dw, db);
-    if (db) cpu_bias_grad(c->sc.N, c->g.cout, c->out_hw, dy, db);
+    if (db) ref_bias_grad(dy, c->sc.N, c->g.cout, c->out_hw, db);
     if (c->transposed) {
         /* the adjoint convolution's input is dy (channels cout), its output x (channels cin) */
         sconv_bwd_weights(&c->sc, dy, x, dw);

@@ -165,10 +165,15 @@ static void core_forward(const Core *k, const float *xq, const float *wpk, const
     }
 }
 
+/* The tap (i, j) of input channel ci in the space-to-depth kernel of one output channel, [C][kq][lq]. */
+static inline size_t s2d_tap(const Core *k, int ci, int i, int j) {
+    int s = k->s, C = ci * s * s + (i % s) * s + (j % s);
+    return ((size_t)C * k->kq + i / s) * k->lq + j / s;
+}
+
 /* Packs w [co][ci][kh][kw] (the convolution's) into the core's blocks [co/8][C][kq][lq][8]; taps past the kernel
  * (space to depth rounds it up) are zero. */
 static void pack_weights(const SConv *c, const Core *k, const float *w, float *wpk) {
-    int s = k->s;
     size_t per = (size_t)k->C * k->kq * k->lq;
     memset(wpk, 0, sizeof(float) * per * k->co);
     for (int o = 0; o < c->co; o++) {
@@ -176,11 +181,8 @@ static void pack_weights(const SConv *c, const Core *k, const float *w, float *w
         float *blk = wpk + per * o0;
         for (int ci = 0; ci < c->ci; ci++)
             for (int i = 0; i < c->kh; i++)
-                for (int j = 0; j < c->kw; j++) {
-                    int C = ci * s * s + (i % s) * s + (j % s);
-                    blk[((size_t)(C * k->kq + i / s) * k->lq + j / s) * K + q] =
-                        w[(((size_t)o * c->ci + ci) * c->kh + i) * c->kw + j];
-                }
+                for (int j = 0; j < c->kw; j++)
+                    blk[s2d_tap(k, ci, i, j) * K + q] = w[(((size_t)o * c->ci + ci) * c->kh + i) * c->kw + j];
     }
 }
 
@@ -220,18 +222,15 @@ void sconv_bwd_data(const SConv *c, const float *dy, const float *w, const float
     SConv a = {c->N, c->co, c->Ho, c->Wo, k.C, k.Ho + k.kq - 1, k.Wo + k.lq - 1, k.kq, k.lq, 1, 1, k.kq - 1, k.lq - 1};
     Core ka = core_of(&a);
     /* adjoint weights: wa[C][o][kq-1-i][lq-1-j] = wq[o][C][i][j], wq the space-to-depth split of w */
-    size_t nq = (size_t)k.co * k.C * k.kq * k.lq;
+    size_t per = (size_t)k.C * k.kq * k.lq, nq = per * k.co;
     float *wq = falloc(nq), *wa = falloc(nq), *wpk = falloc((size_t)ka.C * ka.kq * ka.lq * ka.co);
     float *zero = falloc(ka.co);
     int s = k.s;
     for (int o = 0; o < c->co; o++)
         for (int ci = 0; ci < c->ci; ci++)
             for (int i = 0; i < c->kh; i++)
-                for (int j = 0; j < c->kw; j++) {
-                    int C = ci * s * s + (i % s) * s + (j % s);
-                    wq[(((size_t)o * k.C + C) * k.kq + i / s) * k.lq + j / s] =
-                        w[(((size_t)o * c->ci + ci) * c->kh + i) * c->kw + j];
-                }
+                for (int j = 0; j < c->kw; j++)
+                    wq[per * o + s2d_tap(&k, ci, i, j)] = w[(((size_t)o * c->ci + ci) * c->kh + i) * c->kw + j];
     for (int o = 0; o < k.co; o++)
         for (int C = 0; C < k.C; C++)
             for (int i = 0; i < k.kq; i++)
@@ -333,28 +332,14 @@ void sconv_bwd_weights(const SConv *c, const float *x, const float *dy, float *d
         }
     }
     /* dw[o][ci][i][j] += sum over chunks of the space-to-depth gradient's matching tap */
-    int s = k.s;
     for (int o = 0; o < c->co; o++)
         for (int ci = 0; ci < c->ci; ci++)
             for (int i = 0; i < c->kh; i++)
                 for (int j = 0; j < c->kw; j++) {
-                    int C = ci * s * s + (i % s) * s + (j % s);
-                    size_t iq = per * o + ((size_t)C * k.kq + i / s) * k.lq + j / s;
+                    size_t iq = per * o + s2d_tap(&k, ci, i, j);
                     float sum = 0.0f;
                     for (int ch = 0; ch < nch; ch++) sum += part[nwq * ch + iq];
                     dw[(((size_t)o * c->ci + ci) * c->kh + i) * c->kw + j] += sum;
                 }
     ffree(part);
-}
-
-void cpu_bias_grad(int N, int C, size_t HW, const float *dy, float *db) {
-#pragma omp parallel for schedule(static)
-    for (int c = 0; c < C; c++) {
-        double s = 0;
-        for (int n = 0; n < N; n++) {
-            const float *p = dy + ((size_t)n * C + c) * HW;
-            for (size_t k = 0; k < HW; k++) s += p[k];
-        }
-        db[c] += (float)s;
-    }
 }

@@ -22,6 +22,4 @@ void sconv_fwd(const SConv *c, const float *x, const float *w, const float *b, f
 void sconv_bwd_data(const SConv *c, const float *dy, const float *w, const float *b, float *dx);
 /* dw += the weight gradient */
 void sconv_bwd_weights(const SConv *c, const float *x, const float *dy, float *dw);
-/* db[c] += sum over n and pixels of dy [N, C, HW] */
-void cpu_bias_grad(int N, int C, size_t HW, const float *dy, float *db);
 #endif

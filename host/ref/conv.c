@@ -119,7 +119,7 @@ static void add_bias(float *y, int nc, int Cc, size_t HW, const float *b) {
 }
 
 /* db[c] += sum over n, hw of dy (double accumulation). */
-static void bias_grad(const float *dy, int N, int Cc, size_t HW, float *db) {
+void ref_bias_grad(const float *dy, int N, int Cc, size_t HW, float *db) {
     if (!db) return;
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < Cc; c++) {
@@ -156,7 +156,7 @@ void ref_conv2d_bwd(const ConvGeom *g, int N, int H, int W, const float *x, cons
     int chunk = chunk_images(Kc * HoWo, N);
     float *cols = scratch(0, Kc * HoWo * chunk), *t = scratch(1, (size_t)g->cout * HoWo * chunk);
     float *dcols = dx ? scratch(2, Kc * HoWo * chunk) : NULL;
-    bias_grad(dy, N, g->cout, HoWo, db);
+    ref_bias_grad(dy, N, g->cout, HoWo, db);
     for (int n0 = 0; n0 < N; n0 += chunk) {
         int nc = N - n0 < chunk ? N - n0 : chunk, L = nc * (int)HoWo;
         to_channel_major(dy + (size_t)n0 * g->cout * HoWo, nc, g->cout, HoWo, t);
@@ -202,7 +202,7 @@ void ref_convT2d_bwd(const ConvGeom *g, int N, int H, int W, const float *x, con
     size_t HW = (size_t)H * W, Kc = (size_t)g->cout * g->kh * g->kw;
     int chunk = chunk_images(Kc * HW, N);
     float *cols = scratch(0, Kc * HW * chunk), *t = scratch(1, (size_t)g->cin * HW * chunk);
-    bias_grad(dy, N, g->cout, (size_t)Hy * Wy, db);
+    ref_bias_grad(dy, N, g->cout, (size_t)Hy * Wy, db);
     for (int n0 = 0; n0 < N; n0 += chunk) {
         int nc = N - n0 < chunk ? N - n0 : chunk, L = nc * (int)HW;
         im2col(dy + (size_t)n0 * g->cout * Hy * Wy, nc, g->cout, Hy, Wy, g->kh, g->kw, 1, 1, g->ph, g->pw, H, W,
