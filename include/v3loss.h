@@ -36,6 +36,9 @@ void v3_ste_value(size_t n, const float *z, const float *q, float *out);
 /* Largest divisor of m that is <= floor(sqrt(m)) (the supersample fragment count n'). */
 int v3_supersample_n(int m);
 
+/* The hinges and the weighted sum from st's five statistics (v3_loss's last step; the cpu backend's too). */
+void v3_stats_finish(const V3LossCfg *cfg, V3Stats *st);
+
 /* zc, q: [B*n, dc]; zs: [B*n, ds] (fragment index b*n+k). Fills st. If gzc/gzs are not NULL, ADDS the gradient
  * of st->weighted to them (q's share goes to zc: straight-through). Requires B >= 2 (B' >= 2) and n >= 2. */
 void v3_loss(const V3LossCfg *cfg, int B, int n, int dc, int ds, const float *zc, const float *q, const float *zs,

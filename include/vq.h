@@ -34,6 +34,11 @@ void vq_kmeans_init(VQ *vq, int N, const float *x, Rng *rng);
 /* EMA update and dead-code replacement from this batch's assignment (exposed for tests). */
 void vq_ema_update(VQ *vq, int N, const float *x, const int *ind, Rng *rng);
 
+/* Dead-code replacement: code dead[i] takes row rows[i] of x [., d], cluster_size = threshold, embed_avg =
+ * threshold * embed (vq_ema_update's, and every backend's vq_revive). */
+void vq_revive_codes(int d, int ndead, const int *dead, const int *rows, const float *x, float threshold,
+                     float *embed, float *embed_avg, float *cluster_size);
+
 /* K distinct random rows of N (a randperm prefix) when N >= K, else K draws with replacement: the draws the
  * k-means init and the dead-code replacement make (shared with the GPU path, whose host makes the same draws). */
 void vq_sample_rows(int N, int K, int *rows, Rng *rng);

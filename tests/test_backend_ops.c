@@ -1,7 +1,7 @@
 /* Every compute op of the op list, forward and backward, on the cpu and emu backends against ref, at small and odd
  * shapes and the authors' sizes (the cases, tolerances and runner: tests/backend_cases.c; the cuda backend:
- * tests/gpu/test_gpu_backend_ops.c). cpu runs the ref functions until the fast CPU ops come, so today it matches
- * trivially: the test is there to check them. emu runs them behind its own memory (alloc, h2d, d2h).
+ * tests/gpu/test_gpu_backend_ops.c). cpu runs its own ops where include/cpu_backend.h lists them (the ref functions
+ * elsewhere); emu runs the ref functions behind its own memory (alloc, h2d, d2h).
  * V3_BO_VERBOSE=1 prints a line per case and backend (the case table, with times); V3_BO_OPS=op,op runs only
  * those ops' cases. */
 #include <stdlib.h>

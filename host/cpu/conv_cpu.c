@@ -2,7 +2,10 @@
  * (never a timing, so a run always executes the same code and its bits do not depend on machine noise):
  *   - direct kernels for few channels (conv_small.c) when the layer is narrow;
  *   - oneDNN's primitives (conv_dnnl.c) otherwise, when the build has oneDNN; else the reference im2col + GEMM.
- * V3_CPU_CONV=small|dnnl|ref forces one for benchmarks (bench_ops, NOTES.md). */
+ * V3_CPU_CONV=small|dnnl|ref forces one for benchmarks (bench_ops, NOTES.md). V3_CPU_CONV_PROFILE=1 prints, at exit,
+ * each plan's time in forward and backward (where a step's convolution time goes, layer by layer). */
+#include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,7 +20,40 @@ typedef struct {
     SConv sc;      /* K_SMALL: the plain convolution (transposed: its adjoint, see below) */
     size_t out_hw; /* output pixels per channel */
     void *impl;    /* K_DNNL / K_REF plan */
+    int N, H, W;
+    double t_fwd, t_bwd; /* seconds, with V3_CPU_CONV_PROFILE */
+    long n_fwd, n_bwd;
 } CpuConv;
+
+/* ---- V3_CPU_CONV_PROFILE: per-plan times, printed at exit (plans are kept in a list until then) ---- */
+#define MAX_PROF 512
+static CpuConv *g_prof[MAX_PROF];
+static int g_nprof = -1; /* -1: not yet read the environment; -2: off */
+static void prof_print(void) {
+    double tot = 0;
+    for (int i = 0; i < g_nprof; i++) tot += g_prof[i]->t_fwd + g_prof[i]->t_bwd;
+    fprintf(stderr, "conv profile (V3_CPU_CONV_PROFILE): %.3f s in %d plans\n", tot, g_nprof);
+    fprintf(stderr, "  %-6s %-28s %-14s %-22s %9s %9s %6s\n", "kind", "layer", "input", "impl", "fwd ms", "bwd ms", "calls");
+    for (int i = 0; i < g_nprof; i++) {
+        const CpuConv *c = g_prof[i];
+        char lay[64], in[32];
+        snprintf(lay, sizeof lay, "%s%d->%d %dx%d s%d", c->transposed ? "T " : "", c->g.cin, c->g.cout, c->g.kh,
+                 c->g.kw, c->g.sh);
+        snprintf(in, sizeof in, "%dx%dx%d", c->N, c->H, c->W);
+        fprintf(stderr, "  %-6s %-28s %-14s %-22.22s %9.2f %9.2f %6ld\n", c->kind == 0 ? "direct" : c->kind == 1 ? "dnnl" : "ref",
+                lay, in, cpu_conv_impl(c, 0), c->n_fwd ? 1e3 * c->t_fwd / c->n_fwd : 0,
+                c->n_bwd ? 1e3 * c->t_bwd / c->n_bwd : 0, c->n_fwd + c->n_bwd);
+    }
+}
+static void prof_add(CpuConv *c) {
+    if (g_nprof == -1) {
+        const char *v = getenv("V3_CPU_CONV_PROFILE");
+        g_nprof = v && *v && strcmp(v, "0") ? 0 : -2;
+        if (g_nprof == 0) atexit(prof_print);
+    }
+    if (g_nprof >= 0 && g_nprof < MAX_PROF) g_prof[g_nprof++] = c;
+}
+static int prof_on(void) { return g_nprof >= 0; }
 
 /* Narrow: both sides at most 8 channels, or one side at most 4 (measured per layer in NOTES.md, "Convolutions
  * for few channels"). */
@@ -73,12 +109,14 @@ void *cpu_conv_plan(const ConvGeom *g, int transposed, int N, int H, int W, V3Ma
         free(c);
         return NULL;
     }
+    c->N = N, c->H = H, c->W = W;
+    prof_add(c);
     return c;
 }
 
 void cpu_conv_destroy(void *p) {
     CpuConv *c = p;
-    if (!c) return;
+    if (!c || prof_on()) return; /* profiling keeps plans for the report at exit */
 #ifdef V3_HAVE_DNNL
     if (c->kind == K_DNNL) dconv_destroy(c->impl);
 #endif
@@ -86,8 +124,7 @@ void cpu_conv_destroy(void *p) {
     free(c);
 }
 
-void cpu_conv_fwd(const void *p, const float *x, const float *w, const float *b, float *y) {
-    const CpuConv *c = p;
+static void conv_fwd(const CpuConv *c, const float *x, const float *w, const float *b, float *y) {
 #ifdef V3_HAVE_DNNL
     if (c->kind == K_DNNL) return dconv_fwd(c->impl, x, w, b, y);
 #endif
@@ -96,8 +133,8 @@ void cpu_conv_fwd(const void *p, const float *x, const float *w, const float *b,
     else sconv_fwd(&c->sc, x, w, b, y);
 }
 
-void cpu_conv_bwd(const void *p, const float *x, const float *w, const float *dy, float *dx, float *dw, float *db) {
-    const CpuConv *c = p;
+static void conv_bwd(const CpuConv *c, const float *x, const float *w, const float *dy, float *dx, float *dw,
+                     float *db) {
 #ifdef V3_HAVE_DNNL
     if (c->kind == K_DNNL) return dconv_bwd(c->impl, x, w, dy, dx, dw, db);
 #endif
@@ -111,6 +148,20 @@ void cpu_conv_bwd(const void *p, const float *x, const float *w, const float *dy
         sconv_bwd_weights(&c->sc, x, dy, dw);
         if (dx) sconv_bwd_data(&c->sc, dy, w, NULL, dx);
     }
+}
+
+void cpu_conv_fwd(const void *p, const float *x, const float *w, const float *b, float *y) {
+    CpuConv *c = (CpuConv *)p;
+    double t0 = prof_on() ? omp_get_wtime() : 0;
+    conv_fwd(c, x, w, b, y);
+    if (prof_on()) c->t_fwd += omp_get_wtime() - t0, c->n_fwd++;
+}
+
+void cpu_conv_bwd(const void *p, const float *x, const float *w, const float *dy, float *dx, float *dw, float *db) {
+    CpuConv *c = (CpuConv *)p;
+    double t0 = prof_on() ? omp_get_wtime() : 0;
+    conv_bwd(c, x, w, dy, dx, dw, db);
+    if (prof_on()) c->t_bwd += omp_get_wtime() - t0, c->n_bwd++;
 }
 
 /* "small", "ref", or oneDNN's implementation name for which = 0 forward, 1 data gradient, 2 weight gradient */

@@ -23,12 +23,6 @@
 #include "common.h"
 #include "cpu_internal.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define V3_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define V3_CLONES
-#endif
-
 /* 16-float vectors as the GNU vector extension: one zmm on AVX-512, two ymm on AVX2 (never passed by value, so no
  * function's ABI depends on the clone's ISA). */
 typedef float v16 __attribute__((vector_size(64)));

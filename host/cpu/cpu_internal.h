@@ -3,6 +3,13 @@
 #define V3_CPU_INTERNAL_H
 #include "cpu_backend.h"
 
+/* Hot loops are built for AVX-512, AVX2 and the baseline, picked at load time (GCC; sanitizer builds take one). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define V3_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define V3_CLONES
+#endif
+
 /* oneDNN convolutions (conv_dnnl.c, only with V3_HAVE_DNNL): the op list's semantics for one geometry. */
 void *dconv_plan(const ConvGeom *g, int transposed, int N, int H, int W);
 void dconv_destroy(void *plan);

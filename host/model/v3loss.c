@@ -87,6 +87,16 @@ int v3_supersample_n(int m) {
     return best;
 }
 
+void v3_stats_finish(const V3LossCfg *cfg, V3Stats *st) {
+    double r = cfg->relativity, eps = cfg->eps;
+    st->content = v3_hinge(r, st->Fc / (st->Sc + eps), NULL);
+    st->style = v3_hinge(r, st->Ss / (st->Fs + eps), NULL);
+    st->sample = v3_hinge(r, st->Ss_ss / (st->Sc + eps), NULL);
+    st->fragment = v3_hinge(r, st->Fc / (st->Fs + eps), NULL);
+    st->weighted = cfg->w_content * st->content + cfg->w_style * st->style + cfg->w_sample * st->sample +
+                   cfg->w_fragment * st->fragment;
+}
+
 static double *to_double(const float *x, size_t n) {
     double *d = xmalloc(sizeof(double) * n);
     for (size_t i = 0; i < n; i++) d[i] = x[i];
@@ -98,7 +108,6 @@ void v3_loss(const V3LossCfg *cfg, int B, int n, int dc, int ds, const float *zc
     int N = B * n;
     double *Zc = to_double(zc, (size_t)N * dc), *Q = to_double(q, (size_t)N * dc), *Zs = to_double(zs, (size_t)N * ds);
     int nn = cfg->supersample_content ? v3_supersample_n(N) : n, nB = N / nn;
-    double r = cfg->relativity, eps = cfg->eps;
 
     st->nB = nB;
     st->nn = nn;
@@ -108,12 +117,7 @@ void v3_loss(const V3LossCfg *cfg, int B, int n, int dc, int ds, const float *zc
     st->Ss = samp_var(Zs, B, n, ds, NULL, 0);
     st->Ss_ss = cfg->supersample_content ? samp_var(Zs, nB, nn, ds, NULL, 0) : st->Ss;
 
-    st->content = v3_hinge(r, st->Fc / (st->Sc + eps), NULL);
-    st->style = v3_hinge(r, st->Ss / (st->Fs + eps), NULL);
-    st->sample = v3_hinge(r, st->Ss_ss / (st->Sc + eps), NULL);
-    st->fragment = v3_hinge(r, st->Fc / (st->Fs + eps), NULL);
-    st->weighted = cfg->w_content * st->content + cfg->w_style * st->style + cfg->w_sample * st->sample +
-                   cfg->w_fragment * st->fragment;
+    v3_stats_finish(cfg, st);
 
     if (gzc || gzs) {
         const V3Coef c = v3_coef(cfg, st->Fc, st->Sc, st->Fs, st->Ss, st->Ss_ss);

@@ -96,6 +96,16 @@ void vq_kmeans_init(VQ *vq, int N, const float *x, Rng *rng) {
     free(sum);
 }
 
+void vq_revive_codes(int d, int ndead, const int *dead, const int *rows, const float *x, float threshold,
+                     float *embed, float *embed_avg, float *cluster_size) {
+    for (int i = 0; i < ndead; i++) {
+        int k = dead[i];
+        memcpy(embed + (size_t)k * d, x + (size_t)rows[i] * d, sizeof(float) * d);
+        cluster_size[k] = threshold;
+        for (int t = 0; t < d; t++) embed_avg[(size_t)k * d + t] = threshold * embed[(size_t)k * d + t];
+    }
+}
+
 void vq_ema_update(VQ *vq, int N, const float *x, const int *ind, Rng *rng) {
     int K = vq->K, d = vq->d;
     float lam = vq->decay;
@@ -120,12 +130,7 @@ void vq_ema_update(VQ *vq, int N, const float *x, const int *ind, Rng *rng) {
             if (vq->cluster_size[k] < vq->threshold) dead[ndead++] = k;
         if (ndead) {
             vq_sample_rows(N, ndead, rows, rng);
-            for (int i = 0; i < ndead; i++) {
-                int k = dead[i];
-                memcpy(vq->embed + (size_t)k * d, x + (size_t)rows[i] * d, sizeof(float) * d);
-                vq->cluster_size[k] = vq->threshold;
-                for (int t = 0; t < d; t++) vq->embed_avg[(size_t)k * d + t] = vq->threshold * vq->embed[(size_t)k * d + t];
-            }
+            vq_revive_codes(d, ndead, dead, rows, x, vq->threshold, vq->embed, vq->embed_avg, vq->cluster_size);
         }
         free(dead);
         free(rows);

@@ -111,13 +111,7 @@ void ref_vq_ema(void *p, float decay, float *embed, float *embed_avg, float *clu
 void ref_vq_revive(void *p, int ndead, const int *dead, const int *rows, const float *x, float threshold,
                    float *embed, float *embed_avg, float *cluster_size) {
     RefVq *w = p;
-    int d = w->d;
-    for (int i = 0; i < ndead; i++) {
-        int k = dead[i];
-        memcpy(embed + (size_t)k * d, x + (size_t)rows[i] * d, sizeof(float) * d);
-        cluster_size[k] = threshold;
-        for (int t = 0; t < d; t++) embed_avg[(size_t)k * d + t] = threshold * embed[(size_t)k * d + t];
-    }
+    vq_revive_codes(w->d, ndead, dead, rows, x, threshold, embed, embed_avg, cluster_size);
 }
 
 /* V3: v3_loss itself; the forward packs its statistics into the block layout. */
