@@ -38,7 +38,10 @@
     OP(v3_destroy, void, (void *w))                                                                             \
     OP(v3_forward, void, (void *w, const float *zc, const float *q, const float *zs))                           \
     OP(v3_backward, void, (void *w, const float *zc, const float *q, const float *zs, float *gzc, float *gzs)) \
-    OP(v3_stats, const double *, (const void *w))
+    OP(v3_stats, const double *, (const void *w))                                                               \
+    OP(mse_fwd, void, (size_t n, const float *a, const float *b, double *out))                                  \
+    OP(axpy_diff, void, (size_t n, double k, const float *a, const float *b, float *g))                        \
+    OP(count_nonfinite, void, (size_t n, const float *x, unsigned long long *count))
 
 #define V3_DECLARE_CPU(name, ret, params) ret cpu_##name params;
 V3_CPU_OPS(V3_DECLARE_CPU)

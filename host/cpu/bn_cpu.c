@@ -6,7 +6,7 @@
  * 8 double lanes (then the lanes and the scalar tail in a fixed order) and stored; each channel then adds its
  * planes in image order. No step depends on the thread count, so the bits do not either. The statistics differ
  * from ref's only by the order of double additions (~1e-16 relative); y = x * a + b is then ref's float map with
- * the same a and b. */
+ * the same a and b. The convolutions' bias gradient (per-channel sums of dy) is the same reduction. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +121,20 @@ void cpu_bn2d_fwd_train(int N, int C, int HW, const float *x, const float *gamma
 #pragma omp parallel for schedule(static) if (par)
     for (size_t q = 0; q < P; q++) plane_affine(x + q * HW, y + q * HW, HW, a[q % C], bb[q % C]);
     free(part), free(mu), free(a);
+}
+
+void cpu_bias_grad(const float *dy, int N, int C, size_t HW, float *db) {
+    if (!db) return;
+    size_t P = (size_t)N * C;
+    double *part = xmalloc(sizeof(double) * (P ? P : 1));
+#pragma omp parallel for schedule(static) if (P * HW >= PAR_MIN)
+    for (size_t q = 0; q < P; q++) part[q] = plane_sum(dy + q * HW, (int)HW);
+    for (int c = 0; c < C; c++) {
+        double s = 0;
+        for (int n = 0; n < N; n++) s += part[(size_t)n * C + c];
+        db[c] += (float)s;
+    }
+    free(part);
 }
 
 void cpu_bn2d_fwd_eval(int N, int C, int HW, const float *x, const float *gamma, const float *beta, float *y,

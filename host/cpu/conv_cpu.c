@@ -139,7 +139,7 @@ static void conv_bwd(const CpuConv *c, const float *x, const float *w, const flo
     if (c->kind == K_DNNL) return dconv_bwd(c->impl, x, w, dy, dx, dw, db);
 #endif
     if (c->kind == K_REF) return ref_conv_bwd(c->impl, x, w, dy, dx, dw, db);
-    if (db) ref_bias_grad(dy, c->sc.N, c->g.cout, c->out_hw, db);
+    if (db) cpu_bias_grad(dy, c->sc.N, c->g.cout, c->out_hw, db);
     if (c->transposed) {
         /* the adjoint convolution's input is dy (channels cout), its output x (channels cin) */
         sconv_bwd_weights(&c->sc, dy, x, dw);

@@ -116,14 +116,39 @@ static void to_core_input(const SConv *c, const Core *k, const float *x, float *
 }
 
 /* The forward kernel for K output channels: out[k][p] = bias[k] + sum over c, i, j of w[k][c][i][j] xq[c][p + i*Wq +
- * j], for p < Pv. wp holds the block's weights packed as [c][i][j][K]. */
-#define CORE_FWD(K)                                                                                             \
+ * j], for p < Pv. wp holds the block's weights packed as [c][i][j][K]. NP vectors of consecutive outputs are held
+ * at once (NP x K accumulators in registers), so each broadcast weight serves NP vectors; the last < NP vectors
+ * of a plane go one at a time. */
+#define CORE_FWD(K, NP)                                                                                         \
     V3_CLONES static void core_fwd_##K(const Core *k, const float *xq, const float *wp, const float *bias,     \
                                        float *out, size_t ldo) {                                                \
         int taps = k->kq * k->lq;                                                                               \
-        for (size_t p0 = 0; p0 < k->Pv; p0 += VL) {                                                             \
+        size_t p0 = 0;                                                                                          \
+        for (; p0 + NP * VL <= k->Pv; p0 += NP * VL) {                                                          \
+            v16 acc[NP][K];                                                                                     \
+            _Pragma("GCC unroll 8") for (int v = 0; v < NP; v++)                                               \
+                _Pragma("GCC unroll 8") for (int q = 0; q < K; q++) acc[v][q] = (v16){0} + bias[q];            \
+            for (int c = 0; c < k->C; c++) {                                                                    \
+                const float *xc = xq + c * k->plane + p0;                                                       \
+                const float *wc = wp + (size_t)c * taps * K;                                                    \
+                for (int i = 0; i < k->kq; i++)                                                                 \
+                    for (int j = 0; j < k->lq; j++) {                                                           \
+                        v16 xv[NP];                                                                             \
+                        _Pragma("GCC unroll 8") for (int v = 0; v < NP; v++)                                   \
+                            ldv(&xv[v], xc + i * k->Wq + j + v * VL);                                           \
+                        const float *wt = wc + (i * k->lq + j) * K;                                             \
+                        _Pragma("GCC unroll 8") for (int q = 0; q < K; q++) {                                  \
+                            float wq = wt[q];                                                                   \
+                            _Pragma("GCC unroll 8") for (int v = 0; v < NP; v++) acc[v][q] += wq * xv[v];      \
+                        }                                                                                       \
+                    }                                                                                           \
+            }                                                                                                   \
+            _Pragma("GCC unroll 8") for (int v = 0; v < NP; v++)                                               \
+                _Pragma("GCC unroll 8") for (int q = 0; q < K; q++) stv(out + q * ldo + p0 + v * VL, &acc[v][q]); \
+        }                                                                                                       \
+        for (; p0 < k->Pv; p0 += VL) {                                                                          \
             v16 acc[K];                                                                                         \
-            for (int q = 0; q < K; q++) acc[q] = (v16){0} + bias[q];                                           \
+            _Pragma("GCC unroll 8") for (int q = 0; q < K; q++) acc[q] = (v16){0} + bias[q];                   \
             for (int c = 0; c < k->C; c++) {                                                                    \
                 const float *xc = xq + c * k->plane + p0;                                                       \
                 const float *wc = wp + (size_t)c * taps * K;                                                    \
@@ -132,20 +157,20 @@ static void to_core_input(const SConv *c, const Core *k, const float *x, float *
                         v16 xv;                                                                                 \
                         ldv(&xv, xc + i * k->Wq + j);                                                           \
                         const float *wt = wc + (i * k->lq + j) * K;                                             \
-                        for (int q = 0; q < K; q++) acc[q] += wt[q] * xv;                                       \
+                        _Pragma("GCC unroll 8") for (int q = 0; q < K; q++) acc[q] += wt[q] * xv;              \
                     }                                                                                           \
             }                                                                                                   \
-            for (int q = 0; q < K; q++) stv(out + q * ldo + p0, &acc[q]);                                       \
+            _Pragma("GCC unroll 8") for (int q = 0; q < K; q++) stv(out + q * ldo + p0, &acc[q]);              \
         }                                                                                                       \
     }
-CORE_FWD(1)
-CORE_FWD(2)
-CORE_FWD(3)
-CORE_FWD(4)
-CORE_FWD(5)
-CORE_FWD(6)
-CORE_FWD(7)
-CORE_FWD(8)
+CORE_FWD(1, 4)
+CORE_FWD(2, 4)
+CORE_FWD(3, 4)
+CORE_FWD(4, 4)
+CORE_FWD(5, 3)
+CORE_FWD(6, 3)
+CORE_FWD(7, 3)
+CORE_FWD(8, 3)
 typedef void (*CoreFwd)(const Core *, const float *, const float *, const float *, float *, size_t);
 static const CoreFwd core_fwd[9] = {NULL, core_fwd_1, core_fwd_2, core_fwd_3, core_fwd_4,
                                     core_fwd_5, core_fwd_6, core_fwd_7, core_fwd_8};
@@ -241,6 +266,22 @@ void sconv_bwd_data(const SConv *c, const float *dy, const float *w, const float
         /* out [C][hq*Wqa + wq] (Wqa = ka.Wq) is dxq over hq < Ho + kq - 1, wq < Wo + lq - 1; dx[ci][h][w] is the
          * phase ((h+ph) % s, (w+pw) % s) of channel ci at ((h+ph)/s, (w+pw)/s), zero where that lies past dxq */
         float *d = dx + n * xin;
+        if (s == 1) { /* no phases: row h of dx is row h + ph of dxq from column pw, zero past it */
+            int rows = c->H < ka.Ho - c->ph ? c->H : ka.Ho - c->ph, cols = c->W < ka.Wo - c->pw ? c->W : ka.Wo - c->pw;
+            if (rows < 0) rows = 0;
+            if (cols < 0) cols = 0;
+            for (int ci = 0; ci < c->ci; ci++) {
+                float bias = b ? b[ci] : 0.0f;
+                for (int h = 0; h < c->H; h++) {
+                    float *dr = d + ((size_t)ci * c->H + h) * c->W;
+                    const float *src = out + (size_t)ci * ka.Pv + (size_t)(h + c->ph) * ka.Wq + c->pw;
+                    int m = h < rows ? cols : 0;
+                    for (int x0 = 0; x0 < m; x0++) dr[x0] = src[x0] + bias;
+                    for (int x0 = m; x0 < c->W; x0++) dr[x0] = 0.0f + bias;
+                }
+            }
+            continue;
+        }
         for (int ci = 0; ci < c->ci; ci++) {
             float bias = b ? b[ci] : 0.0f;
             for (int h = 0; h < c->H; h++) {
@@ -259,43 +300,67 @@ void sconv_bwd_data(const SConv *c, const float *dy, const float *w, const float
     ffree(wq), ffree(wa), ffree(wpk), ffree(zero);
 }
 
-/* The weight-gradient kernel for K output channels: acc[q][c][i][j] += sum over p < P of dyf[q][p] xq[c][p + i*Wq
- * + j], dyf the image's dy on the flattened plane with zeros in the junk columns and past P. */
-#define CORE_BWDW(K)                                                                                            \
-    V3_CLONES static void core_bwdw_##K(const Core *k, const float *xq, const float *dyf, size_t ldd,          \
-                                        float *dwq, size_t ldw) {                                               \
-        for (int c = 0; c < k->C; c++)                                                                          \
-            for (int i = 0; i < k->kq; i++)                                                                     \
-                for (int j = 0; j < k->lq; j++) {                                                               \
-                    v16 acc[K];                                                                                 \
-                    for (int q = 0; q < K; q++) acc[q] = (v16){0};                                             \
-                    const float *xc = xq + c * k->plane + i * k->Wq + j;                                        \
-                    for (size_t p0 = 0; p0 < k->Pv; p0 += VL) {                                                 \
-                        v16 xv, dv;                                                                             \
-                        ldv(&xv, xc + p0);                                                                      \
-                        for (int q = 0; q < K; q++) {                                                           \
-                            ldv(&dv, dyf + q * ldd + p0);                                                       \
-                            acc[q] += dv * xv;                                                                  \
-                        }                                                                                       \
-                    }                                                                                           \
-                    for (int q = 0; q < K; q++) {                                                               \
-                        float s = 0.0f;                                                                         \
-                        for (int l = 0; l < VL; l++) s += acc[q][l];                                           \
-                        dwq[q * ldw + ((size_t)c * k->kq + i) * k->lq + j] += s;                                \
-                    }                                                                                           \
-                }                                                                                               \
+/* The weight-gradient kernel for K output channels and JB taps of one kernel row: dwv[q][c][i][j0 + jj] (16 lane
+ * partials) += sum over p < Pv of dyf[q][p] xq[c][p + i*Wq + j0 + jj], dyf the image's dy on the flattened plane with
+ * zeros in the junk columns and past P. The JB shifted x vectors are loaded once per position and serve all K
+ * channels; the lanes stay apart across the images of a chunk and are added once at its end (lanes_to_sum). */
+#define CORE_BWDW(K, JB)                                                                                        \
+    V3_CLONES static void core_bwdw_##K##_##JB(const Core *k, const float *xq, const float *dyf, size_t ldd,   \
+                                               v16 *dwv, size_t ldw, int c, int i, int j0) {                    \
+        v16 acc[JB][K];                                                                                         \
+        _Pragma("GCC unroll 8") for (int jj = 0; jj < JB; jj++)                                                \
+            _Pragma("GCC unroll 8") for (int q = 0; q < K; q++) acc[jj][q] = (v16){0};                         \
+        const float *xc = xq + c * k->plane + i * k->Wq + j0;                                                   \
+        for (size_t p0 = 0; p0 < k->Pv; p0 += VL) {                                                             \
+            v16 xv[JB], dv;                                                                                     \
+            _Pragma("GCC unroll 8") for (int jj = 0; jj < JB; jj++) ldv(&xv[jj], xc + p0 + jj);                \
+            _Pragma("GCC unroll 8") for (int q = 0; q < K; q++) {                                              \
+                ldv(&dv, dyf + q * ldd + p0);                                                                   \
+                _Pragma("GCC unroll 8") for (int jj = 0; jj < JB; jj++) acc[jj][q] += dv * xv[jj];             \
+            }                                                                                                   \
+        }                                                                                                       \
+        size_t tap = ((size_t)c * k->kq + i) * k->lq + j0;                                                      \
+        _Pragma("GCC unroll 8") for (int q = 0; q < K; q++)                                                    \
+            _Pragma("GCC unroll 8") for (int jj = 0; jj < JB; jj++) dwv[q * ldw + tap + jj] += acc[jj][q];     \
     }
-CORE_BWDW(1)
-CORE_BWDW(2)
-CORE_BWDW(3)
-CORE_BWDW(4)
-CORE_BWDW(5)
-CORE_BWDW(6)
-CORE_BWDW(7)
-CORE_BWDW(8)
-typedef void (*CoreBwdw)(const Core *, const float *, const float *, size_t, float *, size_t);
-static const CoreBwdw core_bwdw[9] = {NULL, core_bwdw_1, core_bwdw_2, core_bwdw_3, core_bwdw_4,
-                                      core_bwdw_5, core_bwdw_6, core_bwdw_7, core_bwdw_8};
+/* up to 5 taps a block for K <= 4, 3 for K > 4 (the accumulators, x vectors and dy vector fit in 32 registers) */
+#define BWDW_K_SMALL(K) CORE_BWDW(K, 1) CORE_BWDW(K, 2) CORE_BWDW(K, 3) CORE_BWDW(K, 4) CORE_BWDW(K, 5)
+#define BWDW_K_BIG(K) CORE_BWDW(K, 1) CORE_BWDW(K, 2) CORE_BWDW(K, 3)
+BWDW_K_SMALL(1)
+BWDW_K_SMALL(2)
+BWDW_K_SMALL(3)
+BWDW_K_SMALL(4)
+BWDW_K_BIG(5)
+BWDW_K_BIG(6)
+BWDW_K_BIG(7)
+BWDW_K_BIG(8)
+typedef void (*CoreBwdw)(const Core *, const float *, const float *, size_t, v16 *, size_t, int, int, int);
+#define JB_MAX 5
+#define ROW_SMALL(K) {NULL, core_bwdw_##K##_1, core_bwdw_##K##_2, core_bwdw_##K##_3, core_bwdw_##K##_4, core_bwdw_##K##_5}
+#define ROW_BIG(K) {NULL, core_bwdw_##K##_1, core_bwdw_##K##_2, core_bwdw_##K##_3, NULL, NULL}
+static const CoreBwdw core_bwdw_fn[9][JB_MAX + 1] = {{NULL},      ROW_SMALL(1), ROW_SMALL(2), ROW_SMALL(3), ROW_SMALL(4),
+                                                     ROW_BIG(5), ROW_BIG(6),   ROW_BIG(7),   ROW_BIG(8)};
+
+/* every tap of K output channels, row by row in blocks of taps */
+static void core_bwdw(int K, const Core *k, const float *xq, const float *dyf, size_t ldd, v16 *dwv, size_t ldw) {
+    int jmax = K <= 4 ? 5 : 3;
+    for (int c = 0; c < k->C; c++)
+        for (int i = 0; i < k->kq; i++)
+            for (int j0 = 0; j0 < k->lq; j0 += jmax) {
+                int jb = k->lq - j0 < jmax ? k->lq - j0 : jmax;
+                core_bwdw_fn[K][jb](k, xq, dyf, ldd, dwv, ldw, c, i, j0);
+            }
+}
+
+/* the 16 lanes of each of n partials as one sum, a fixed tree */
+static void lanes_to_sum(const v16 *v, size_t n, float *out) {
+    for (size_t t = 0; t < n; t++) {
+        const float *a = (const float *)&v[t];
+        float h[8];
+        for (int l = 0; l < 8; l++) h[l] = a[l] + a[l + 8];
+        out[t] = ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]));
+    }
+}
 
 /* The batch is cut into CHUNKS fixed chunks whatever the thread count; each chunk's gradient is summed in image
  * order, then the chunks in chunk order: the same bits on any number of threads. */
@@ -311,6 +376,8 @@ void sconv_bwd_weights(const SConv *c, const float *x, const float *dy, float *d
     for (int ch = 0; ch < nch; ch++) {
         int n0 = (int)((long)c->N * ch / nch), n1 = (int)((long)c->N * (ch + 1) / nch);
         float *xq = tls(T_IN, k.in_floats), *dyf = tls(T_OUT, (size_t)k.co * k.Pv);
+        v16 *dwv = (v16 *)tls(T_W, nwq * VL); /* falloc is 64-byte aligned */
+        memset(dwv, 0, sizeof(v16) * nwq);
         memset(dyf, 0, sizeof(float) * k.co * k.Pv);
         for (int n = n0; n < n1; n++) {
             to_core_input(c, &k, x + n * xin, xq);
@@ -321,9 +388,10 @@ void sconv_bwd_weights(const SConv *c, const float *x, const float *dy, float *d
                            sizeof(float) * k.Wo);
             for (int o0 = 0; o0 < k.co; o0 += 8) {
                 int K = k.co - o0 < 8 ? k.co - o0 : 8;
-                core_bwdw[K](&k, xq, dyf + (size_t)o0 * k.Pv, k.Pv, part + nwq * ch + per * o0, per);
+                core_bwdw(K, &k, xq, dyf + (size_t)o0 * k.Pv, k.Pv, dwv + per * o0, per);
             }
         }
+        lanes_to_sum(dwv, nwq, part + nwq * ch);
     }
     /* dw[o][ci][i][j] += sum over chunks of the space-to-depth gradient's matching tap */
     for (int o = 0; o < c->co; o++)

@@ -10,6 +10,9 @@
 #define V3_CLONES
 #endif
 
+/* db[c] += sum of dy [N, C, HW] over N and HW, in double (bn_cpu.c: BatchNorm's reduction over planes) */
+void cpu_bias_grad(const float *dy, int N, int C, size_t HW, float *db);
+
 /* oneDNN convolutions (conv_dnnl.c, only with V3_HAVE_DNNL): the op list's semantics for one geometry. */
 void *dconv_plan(const ConvGeom *g, int transposed, int N, int H, int W);
 void dconv_destroy(void *plan);

@@ -5,10 +5,9 @@
  * NOTES "GELU"), accurate to ~1e-11 relative, far below float32's 6e-8: the float results equal the reference's
  * except where the exact value lies within ~1e-11 of a rounding boundary (then one ulp apart).
  *   t = |x| / sqrt(2), e = exp(-t^2) = exp(-x^2 / 2) (both passes need it: the pdf, and erfc's factor);
- *   t <= 0.75:   erf(t)  = t * A(t^2)                   A of degree 7, 5e-13 relative;
- *   0.75 < t <= 10.5: erfc(t) = e * B(1 / (1 + t / 2)) B of degree 13, 2e-12 relative;
+ *   t <= 10.5:   erfc(t) = e * B(1 / (1 + t / 2))       B of degree 15, 1e-12 relative on [0, 10.5];
  *   t > 10.5:    erfc(t) = 0 (below 1e-49: x * erfc underflows float32).
- * cdf = (1 + erf(x / sqrt 2)) / 2 from whichever applies, without the reference's cancellation for negative x.
+ * cdf = 1 - erfc(t) / 2 for x >= 0, erfc(t) / 2 for x < 0 (without the reference's cancellation for negative x).
  * Plain C on GNU vectors with no FMA contraction (C11): every ISA clone gives the same bits, every element goes
  * through the same code (tails are padded to a whole vector), so results depend on nothing but x. */
 #include <string.h>
@@ -29,7 +28,7 @@ typedef float v8f __attribute__((vector_size(32)));
 /* m ? a : b per lane (m from a comparison: all ones or zero) */
 #define SEL(m, a, b) ((v8d)(((v8l)(a) & (m)) | ((v8l)(b) & ~(m))))
 
-/* exp(y) for y in [-700, 0]: y = k ln2 + r, |r| <= ln2/2, Taylor of degree 11 (r^12/12! < 3e-15) times 2^k */
+/* exp(y) for y in [-700, 0]: y = k ln2 + r, |r| <= ln2/2, Taylor of degree 9 (r^10/10! < 7e-12) times 2^k */
 AINL v8d vexp(const v8d *yp) {
     v8d y = *yp;
     const double shift = 0x1.8p52; /* adding it rounds y/ln2 to an integer held in the low mantissa bits */
@@ -37,9 +36,7 @@ AINL v8d vexp(const v8d *yp) {
     v8l k = (v8l)kd - (long long)0x4338000000000000LL; /* the bits of shift */
     kd = kd - shift;
     v8d r = y - kd * 0x1.62e42fee00000p-1 - kd * 0x1.a39ef35793c76p-33; /* ln2 in two parts: the first product exact */
-    v8d p = r * (1.0 / 39916800) + 1.0 / 3628800;
-    p = p * r + 1.0 / 362880;
-    p = p * r + 1.0 / 40320;
+    v8d p = r * (1.0 / 362880) + 1.0 / 40320;
     p = p * r + 1.0 / 5040;
     p = p * r + 1.0 / 720;
     p = p * r + 1.0 / 120;
@@ -59,34 +56,24 @@ AINL void phi(const v8d *xp, v8d *cdf, v8d *e) {
     v8d tc = SEL(t > 26.0, (v8d){} + 26.0, t); /* keeps exp's 2^k normal; NaN stays NaN */
     v8d mt2 = -(tc * tc);
     *e = vexp(&mt2);
-    v8d s = tc * tc;
-    v8d a = s * -0x1.88ee389e2b310p-17 + 0x1.ee0929f408717p-14;
-    a = a * s - 0x1.bf847a1103fb1p-11;
-    a = a * s + 0x1.5656736122f0bp-8;
-    a = a * s - 0x1.b82cb46b68cabp-6;
-    a = a * s + 0x1.ce2f20dce9e90p-4;
-    a = a * s - 0x1.812746af138bbp-2;
-    a = a * s + 0x1.20dd7504298a1p+0;
-    v8d erf_small = tc * a;
     v8d u = 1.0 / (tc * 0.5 + 1.0);
-    v8d b = u * -0x1.f16cc65159f06p-5 + 0x1.5a954b39d8a15p-2;
-    b = b * u - 0x1.90cf06d9c50eep-1;
-    b = b * u + 0x1.d76b891154163p-1;
-    b = b * u - 0x1.0c24c45335ccdp-1;
-    b = b * u + 0x1.02b601fac701fp-3;
-    b = b * u - 0x1.488ef434011dep-4;
-    b = b * u - 0x1.c4a03360c72c9p-7;
-    b = b * u + 0x1.7041b232e2f2dp-4;
-    b = b * u + 0x1.6584409971098p-3;
-    b = b * u + 0x1.fa1f1b96fa847p-3;
-    b = b * u + 0x1.20d53bd2bd9b0p-2;
-    b = b * u + 0x1.20ddf4c0b902cp-2;
-    b = b * u - 0x1.b4b245114d1a5p-25;
-    v8d erfc_big = SEL(t > 10.5, (v8d){}, *e * b);
-    v8l small = t <= 0.75, neg = x < 0.0;
-    v8d hi = SEL(small, 0.5 + 0.5 * erf_small, 1.0 - 0.5 * erfc_big); /* Phi(|x|) */
-    v8d lo = SEL(small, 0.5 - 0.5 * erf_small, 0.5 * erfc_big);       /* Phi(-|x|) */
-    *cdf = SEL(neg, lo, hi);
+    v8d b = u * -0x1.6ce47e07f2fcbp-6 + 0x1.b3f45638e89cbp-3;
+    b = b * u - 0x1.d5a3a729f5a39p-1;
+    b = b * u + 0x1.2a82925bdfc8cp+1;
+    b = b * u - 0x1.eaeda1ffffa1dp+1;
+    b = b * u + 0x1.0d43a6aedb895p+2;
+    b = b * u - 0x1.8dc9de22c3e48p+1;
+    b = b * u + 0x1.a45ac19de08bcp+0;
+    b = b * u - 0x1.8024b9f566f1dp-1;
+    b = b * u + 0x1.ad8921afc5848p-3;
+    b = b * u + 0x1.16d95083a1f29p-5;
+    b = b * u + 0x1.7a90133f5627ep-3;
+    b = b * u + 0x1.f75cb95685642p-3;
+    b = b * u + 0x1.20f4670393638p-2;
+    b = b * u + 0x1.20dc4cccee825p-2;
+    b = b * u + 0x1.b4381b6319e78p-24;
+    v8d erfc = SEL(t > 10.5, (v8d){}, *e * b); /* erfc(|x| / sqrt 2) */
+    *cdf = SEL(x < 0.0, 0.5 * erfc, 1.0 - 0.5 * erfc);
 }
 
 AINL v8d load8(const float *p) {
