@@ -41,7 +41,8 @@
     OP(v3_stats, const double *, (const void *w))                                                               \
     OP(mse_fwd, void, (size_t n, const float *a, const float *b, double *out))                                  \
     OP(axpy_diff, void, (size_t n, double k, const float *a, const float *b, float *g))                        \
-    OP(count_nonfinite, void, (size_t n, const float *x, unsigned long long *count))
+    OP(count_nonfinite, void, (size_t n, const float *x, unsigned long long *count))                           \
+    OP(add_inplace, void, (size_t n, float *y, const float *x))
 
 #define V3_DECLARE_CPU(name, ret, params) ret cpu_##name params;
 V3_CPU_OPS(V3_DECLARE_CPU)

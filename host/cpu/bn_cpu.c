@@ -16,6 +16,7 @@
 
 typedef double v8d __attribute__((vector_size(64)));
 typedef float v8f __attribute__((vector_size(32)));
+typedef float v16 __attribute__((vector_size(64)));
 #define BL 8
 
 static inline __attribute__((always_inline)) void load8(v8d *v, const float *p) {
@@ -53,9 +54,16 @@ V3_CLONES static double plane_sqdev(const float *p, int n, double mu) {
     for (; k < n; k++) t += (p[k] - mu) * (p[k] - mu);
     return lanes(&acc) + t;
 }
-/* q = p * a + b in float (ref's map, the same bits) */
+/* q = p * a + b in float (ref's map, the same bits; q may alias p) */
 V3_CLONES static void plane_affine(const float *p, float *q, int n, float a, float b) {
-    for (int k = 0; k < n; k++) q[k] = p[k] * a + b;
+    int k = 0;
+    for (; k + 16 <= n; k += 16) {
+        v16 v;
+        memcpy(&v, p + k, sizeof v);
+        v = v * a + b;
+        memcpy(q + k, &v, sizeof v);
+    }
+    for (; k < n; k++) q[k] = p[k] * a + b;
 }
 /* sum dy and sum dy * (x - mu) * is */
 V3_CLONES static void plane_dsums(const float *p, const float *g, int n, double mu, double is, double *sdy,
@@ -80,7 +88,15 @@ V3_CLONES static void plane_dsums(const float *p, const float *g, int n, double 
 /* dx = k1 * (dy - mdy - (x - mu) * is * mdyx) in double, stored as float (dx may alias dy) */
 V3_CLONES static void plane_dx(const float *p, const float *g, float *d, int n, double k1, double mdy, double mu,
                                double is, double mdyx) {
-    for (int k = 0; k < n; k++) d[k] = (float)(k1 * (g[k] - mdy - (p[k] - mu) * is * mdyx));
+    int k = 0;
+    for (; k + BL <= n; k += BL) {
+        v8d v, w;
+        load8(&v, p + k);
+        load8(&w, g + k);
+        v8f o = __builtin_convertvector(k1 * (w - mdy - (v - mu) * is * mdyx), v8f);
+        memcpy(d + k, &o, sizeof o);
+    }
+    for (; k < n; k++) d[k] = (float)(k1 * (g[k] - mdy - (p[k] - mu) * is * mdyx));
 }
 
 /* below this many elements the OpenMP fork costs more than it saves */

@@ -3,7 +3,7 @@
  *   mse_fwd: fixed chunks of the vector, each summed in double in 8 lanes, then the chunks in order: the same
  *            bits on any thread count; ~1e-16 relative from the reference's one sequential sum.
  *   count_nonfinite: integer counts (exact) from the exponent bits, 16 lanes at a time;
- *   axpy_diff: element by element, the reference's operations: the same bits.
+ *   axpy_diff, add_inplace: element by element, the reference's operations: the same bits.
  * AdamW stays the reference's: already parallel, and bound by memory (five float arrays a parameter). */
 #include <math.h>
 #include <string.h>
@@ -12,6 +12,7 @@
 
 typedef double v8d __attribute__((vector_size(64)));
 typedef float v8f __attribute__((vector_size(32)));
+typedef float v16 __attribute__((vector_size(64)));
 
 /* elements per task for the element-by-element loops; below two of them the loop stays on one thread */
 #define GRAIN 16384
@@ -74,4 +75,26 @@ void cpu_count_nonfinite(size_t n, const float *x, unsigned long long *count) {
 void cpu_axpy_diff(size_t n, double k, const float *a, const float *b, float *g) {
 #pragma omp parallel for schedule(static) if (n >= 2 * GRAIN)
     for (size_t i = 0; i < n; i++) g[i] += (float)(k * ((double)a[i] - (b ? b[i] : 0.0f)));
+}
+
+/* y += x, 16 lanes (the reference's loop is scalar: the compiler cannot rule out overlap) */
+V3_CLONES static void add_run(size_t n, float *y, const float *x) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        v16 a, b;
+        memcpy(&a, y + i, sizeof a);
+        memcpy(&b, x + i, sizeof b);
+        a += b;
+        memcpy(y + i, &a, sizeof a);
+    }
+    for (; i < n; i++) y[i] += x[i];
+}
+
+void cpu_add_inplace(size_t n, float *y, const float *x) {
+    size_t nb = (n + GRAIN - 1) / GRAIN;
+#pragma omp parallel for schedule(static) if (nb > 1)
+    for (size_t b = 0; b < nb; b++) {
+        size_t i0 = b * GRAIN;
+        add_run(n - i0 < GRAIN ? n - i0 : GRAIN, y + i0, x + i0);
+    }
 }

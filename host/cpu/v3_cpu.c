@@ -21,6 +21,7 @@
 #include "v3loss.h"
 
 typedef double v8d __attribute__((vector_size(64)));
+typedef float v8f __attribute__((vector_size(32)));
 
 /* A term: `groups` groups of m rows of dimension d at offset off of the double buffer; its pair distances at
  * pairs[poff ..] in (group, i < j) order. */
@@ -75,7 +76,20 @@ V3_CLONES static void axpy_diff8(double *g, double k, const double *a, const dou
 /* out += (float)(g + s1 * m1 + s2 * m2) (m2 may be NULL): a row's gradient with its groups' mean gradients */
 V3_CLONES static void finish_row(float *out, const double *g, double s1, const double *m1, double s2,
                                  const double *m2, int d) {
-    for (int t = 0; t < d; t++) {
+    int t = 0;
+    for (; t + 8 <= d; t += 8) {
+        v8d v, a, b = {0};
+        memcpy(&v, g + t, sizeof v);
+        memcpy(&a, m1 + t, sizeof a);
+        if (m2) memcpy(&b, m2 + t, sizeof b);
+        v = v + a / s1;
+        if (m2) v += b / s2;
+        v8f o, f = __builtin_convertvector(v, v8f);
+        memcpy(&o, out + t, sizeof o);
+        o += f;
+        memcpy(out + t, &o, sizeof o);
+    }
+    for (; t < d; t++) {
         double v = g[t] + m1[t] / s1;
         if (m2) v += m2[t] / s2;
         out[t] += (float)v;
@@ -130,16 +144,41 @@ static const double *row(const CpuV3 *w, const Term *t, int g, int i) {
     return w->buf + t->off + ((size_t)g * t->m + i) * t->d;
 }
 
-/* means of `per` consecutive rows of src [groups*per, d] into dst [groups, d], the reference's order */
+/* dst = mean of `per` rows of d values at src (row stride d), the reference's order: sum in row order, divide */
+V3_CLONES static void mean_rows(const double *src, int per, int d, double *dst) {
+    int t = 0;
+    for (; t + 8 <= d; t += 8) {
+        v8d acc = {0}, v;
+        for (int k = 0; k < per; k++) {
+            memcpy(&v, src + (size_t)k * d + t, sizeof v);
+            acc += v;
+        }
+        acc /= (double)per;
+        memcpy(dst + t, &acc, sizeof acc);
+    }
+    for (; t < d; t++) {
+        double m = 0;
+        for (int k = 0; k < per; k++) m += src[(size_t)k * d + t];
+        dst[t] = m / per;
+    }
+}
+
+/* means of `per` consecutive rows of src [groups*per, d] into dst [groups, d] */
 static void group_means(const double *src, int groups, int per, int d, double *dst) {
 #pragma omp parallel for schedule(static) if ((size_t)groups * per * d >= 65536)
-    for (int g = 0; g < groups; g++) {
-        double *mg = dst + (size_t)g * d;
-        memset(mg, 0, sizeof(double) * d);
-        for (int k = 0; k < per; k++)
-            for (int t = 0; t < d; t++) mg[t] += src[((size_t)g * per + k) * d + t];
-        for (int t = 0; t < d; t++) mg[t] /= per;
+    for (int g = 0; g < groups; g++) mean_rows(src + (size_t)g * per * d, per, d, dst + (size_t)g * d);
+}
+
+/* dst = (double)src, 8 lanes */
+V3_CLONES static void to_double(const float *src, size_t n, double *dst) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8f f;
+        memcpy(&f, src + i, sizeof f);
+        v8d v = __builtin_convertvector(f, v8d);
+        memcpy(dst + i, &v, sizeof v);
     }
+    for (; i < n; i++) dst[i] = src[i];
 }
 
 /* a term's value from its distances: the mean over groups of each group's mpd, summed as the reference does */
@@ -160,10 +199,13 @@ void cpu_v3_forward(void *p, const float *zc, const float *q, const float *zs) {
     int N = w->B * w->n, dc = w->dc, ds = w->ds;
     size_t nc = (size_t)N * dc, ns = (size_t)N * ds;
     double *Zc = w->buf + w->t[T_FZC].off, *Q = w->buf + w->t[T_FQ].off, *Zs = w->buf + w->t[T_FZS].off;
-#pragma omp parallel for schedule(static) if (nc >= 65536)
-    for (size_t i = 0; i < nc; i++) Zc[i] = zc[i], Q[i] = q[i];
-#pragma omp parallel for schedule(static) if (ns >= 65536)
-    for (size_t i = 0; i < ns; i++) Zs[i] = zs[i];
+#pragma omp parallel sections if (nc + ns >= 65536)
+    {
+#pragma omp section
+        to_double(zc, nc, Zc), to_double(zs, ns / 2, Zs);
+#pragma omp section
+        to_double(q, nc, Q), to_double(zs + ns / 2, ns - ns / 2, Zs + ns / 2);
+    }
     group_means(Zc, w->nB, w->nn, dc, w->buf + w->t[T_SZC].off);
     group_means(Q, w->nB, w->nn, dc, w->buf + w->t[T_SQ].off);
     group_means(Zs, w->B, w->n, ds, w->buf + w->t[T_SZS].off);

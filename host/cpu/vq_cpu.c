@@ -6,6 +6,7 @@
  * held in registers; |x|^2 is the same for every k and dropped). The rounding error of every s_k is at most
  * E = (d + 8) u (|x| + max_k |e_k|)^2, u = 2^-24 (dot-product error bound; the lanes only shorten the sums), so
  * the reference's argmin lies among the codes with s_k <= min s + 2E (its own double error is ~1e-13 of that):
+ * |x| is bounded by |e_b| + |x - e_b| for the float32 winner b, whose distance the commitment term needs anyway;
  * the row's code is taken directly when that set has one member (the usual case), and otherwise decided by the
  * reference's double distances over the set, in index order with its strict "<", which keeps its lowest-index rule.
  * Rows with non-finite scores go through the reference's loop over all codes. The bound uses 4E for margin. */
@@ -43,12 +44,12 @@ static inline __attribute__((always_inline)) float hsum16(const v16 *a) {
 #define DOTS(G)                                                                                                 \
     V3_CLONES static void dots_##G(const float *x, const float *e, int d, float *out) {                        \
         v16 acc[G];                                                                                             \
-        for (int j = 0; j < G; j++) acc[j] = (v16){0};                                                          \
+        _Pragma("GCC unroll 8") for (int j = 0; j < G; j++) acc[j] = (v16){0};                                  \
         int t = 0;                                                                                              \
         for (; t + VL <= d; t += VL) {                                                                          \
             v16 xv;                                                                                             \
             memcpy(&xv, x + t, sizeof xv);                                                                      \
-            for (int j = 0; j < G; j++) {                                                                       \
+            _Pragma("GCC unroll 8") for (int j = 0; j < G; j++) {                                               \
                 v16 ev;                                                                                         \
                 memcpy(&ev, e + (size_t)j * d + t, sizeof ev);                                                  \
                 acc[j] += xv * ev;                                                                              \
@@ -60,30 +61,65 @@ static inline __attribute__((always_inline)) float hsum16(const v16 *a) {
             out[j] = s;                                                                                         \
         }                                                                                                       \
     }
-DOTS(1)
-DOTS(2)
-DOTS(3)
-DOTS(4)
-DOTS(5)
-DOTS(6)
-DOTS(7)
-DOTS(8)
-typedef void (*DotsFn)(const float *, const float *, int, float *);
-static const DotsFn dots_fn[9] = {NULL, dots_1, dots_2, dots_3, dots_4, dots_5, dots_6, dots_7, dots_8};
+DOTS(1) /* the codes' norms */
 
-/* sum (e - x)^2 in double, 8 lanes (the commitment term of one row) */
+/* the same for two rows at once (each code vector loaded once for both): oa[j] = xa . e_j, ob[j] = xb . e_j, each
+ * summed exactly as dots_G sums it */
+#define DOTS2(G)                                                                                                \
+    V3_CLONES static void dots2_##G(const float *xa, const float *xb, const float *e, int d, float *oa,        \
+                                    float *ob) {                                                                \
+        v16 aa[G], ab[G];                                                                                       \
+        _Pragma("GCC unroll 8") for (int j = 0; j < G; j++) aa[j] = ab[j] = (v16){0};                          \
+        int t = 0;                                                                                              \
+        for (; t + VL <= d; t += VL) {                                                                          \
+            v16 va, vb;                                                                                         \
+            memcpy(&va, xa + t, sizeof va);                                                                     \
+            memcpy(&vb, xb + t, sizeof vb);                                                                     \
+            _Pragma("GCC unroll 8") for (int j = 0; j < G; j++) {                                               \
+                v16 ev;                                                                                         \
+                memcpy(&ev, e + (size_t)j * d + t, sizeof ev);                                                  \
+                aa[j] += va * ev;                                                                               \
+                ab[j] += vb * ev;                                                                               \
+            }                                                                                                   \
+        }                                                                                                       \
+        for (int j = 0; j < G; j++) {                                                                           \
+            float sa = hsum16(&aa[j]), sb = hsum16(&ab[j]);                                                     \
+            for (int u = t; u < d; u++) sa += xa[u] * e[(size_t)j * d + u], sb += xb[u] * e[(size_t)j * d + u]; \
+            oa[j] = sa, ob[j] = sb;                                                                             \
+        }                                                                                                       \
+    }
+DOTS2(1)
+DOTS2(2)
+DOTS2(3)
+DOTS2(4)
+DOTS2(5)
+DOTS2(6)
+DOTS2(7)
+DOTS2(8)
+typedef void (*Dots2Fn)(const float *, const float *, const float *, int, float *, float *);
+static const Dots2Fn dots2_fn[9] = {NULL, dots2_1, dots2_2, dots2_3, dots2_4, dots2_5, dots2_6, dots2_7, dots2_8};
+
+/* sum (e - x)^2, the commitment term of one row: differences in float32 (each within 2^-24 of exact), squared and
+ * summed in double. Every term is positive, so the sum is within 2^-23 relative of the exact one (the reference's,
+ * in double, is within 1e-16). */
 V3_CLONES static double sqdist8(const float *x, const float *e, int d) {
-    v8d acc = {0};
+    v8d acc = {0}, acc2 = {0};
     int t = 0;
-    for (; t + 8 <= d; t += 8) {
-        v8f a, b;
+    for (; t + VL <= d; t += VL) {
+        v16 a, b;
         memcpy(&a, e + t, sizeof a);
         memcpy(&b, x + t, sizeof b);
-        v8d v = __builtin_convertvector(a, v8d) - __builtin_convertvector(b, v8d);
-        acc += v * v;
+        a -= b;
+        v8f lo, hi;
+        memcpy(&lo, &a, sizeof lo);
+        memcpy(&hi, (float *)&a + 8, sizeof hi);
+        v8d dl = __builtin_convertvector(lo, v8d), dh = __builtin_convertvector(hi, v8d);
+        acc += dl * dl;
+        acc2 += dh * dh;
     }
+    acc += acc2;
     double s = 0;
-    for (; t < d; t++) s += ((double)e[t] - x[t]) * ((double)e[t] - x[t]);
+    for (; t < d; t++) s += (double)(e[t] - x[t]) * (double)(e[t] - x[t]);
     return (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))) + s;
 }
 
@@ -117,46 +153,58 @@ void cpu_vq_search(void *p, int N, const float *x, const float *embed, int *ind,
     if (N > w->N_max) V3_FATAL("cpu_vq_search: N = %d rows exceed the workspace's %d", N, w->N_max);
     double emax = 0;
     for (int k = 0; k < K; k++) {
-        dots_fn[1](embed + (size_t)k * d, embed + (size_t)k * d, d, &w->en[k]);
+        dots_1(embed + (size_t)k * d, embed + (size_t)k * d, d, &w->en[k]);
         emax = fmax(emax, sqrt((double)w->en[k]) * (1 + 1e-3)); /* covers en's own rounding */
     }
     int groups = (K + 7) / 8, G = groups ? (K + groups - 1) / groups : 1; /* K = 10: two groups of 5 */
     double ecoef = 4.0 * (d + 8) * 0x1p-24;
 #pragma omp parallel for schedule(static) if ((size_t)N * K * d >= 100000)
-    for (int i = 0; i < N; i++) {
-        const float *xi = x + (size_t)i * d;
-        float sc[8], xn;
-        float s_stack[64], *s = K <= 64 ? s_stack : xmalloc(sizeof(float) * K);
-        dots_fn[1](xi, xi, d, &xn);
+    for (int i0 = 0; i0 < N; i0 += 2) {
+        float sc[2][8];
+        float s_stack[2][64], *sp[2];
+        for (int r = 0; r < 2; r++) sp[r] = K <= 64 ? s_stack[r] : xmalloc(sizeof(float) * K);
+        int two = i0 + 1 < N;
+        const float *xa = x + (size_t)i0 * d, *xb = two ? xa + d : xa;
         for (int k0 = 0; k0 < K; k0 += G) {
             int g = K - k0 < G ? K - k0 : G;
-            dots_fn[g](xi, embed + (size_t)k0 * d, d, sc);
-            for (int j = 0; j < g; j++) s[k0 + j] = w->en[k0 + j] - 2.0f * sc[j];
+            dots2_fn[g](xa, xb, embed + (size_t)k0 * d, d, sc[0], sc[1]);
+            for (int r = 0; r < 2; r++)
+                for (int j = 0; j < g; j++) sp[r][k0 + j] = w->en[k0 + j] - 2.0f * sc[r][j];
         }
-        float best = INFINITY;
-        int bi = 0;
-        for (int k = 0; k < K; k++)
-            if (s[k] < best) best = s[k], bi = k;
-        double r = sqrt((double)xn) * (1 + 1e-3) + emax, margin = ecoef * r * r;
-        int cands = 0;
-        if (isfinite(best) && isfinite(margin)) {
-            for (int k = 0; k < K; k++) cands += s[k] <= best + margin;
-        } else {
-            cands = K + 1; /* decide by the reference's loop over every code */
-        }
-        if (cands > 1) {
-            double bd = INFINITY;
-            bi = 0;
-            for (int k = 0; k < K; k++) {
-                if (cands <= K && !(s[k] <= best + margin)) continue;
-                double dk = ref_dist(xi, embed + (size_t)k * d, d);
-                if (dk < bd) bd = dk, bi = k;
+        for (int r = 0; r < 1 + two; r++) {
+            int i = i0 + r;
+            const float *xi = x + (size_t)i * d;
+            float *s = sp[r];
+            float best = INFINITY;
+            int bi = 0;
+            for (int k = 0; k < K; k++)
+                if (s[k] < best) best = s[k], bi = k;
+            /* the row's commitment term for that code, and from it |x| <= |e_bi| + |x - e_bi| for the margin */
+            double part = sqdist8(xi, embed + (size_t)bi * d, d);
+            double rad = sqrt(part) + 2 * emax, margin = ecoef * rad * rad;
+            int cands = 0;
+            if (isfinite(best) && isfinite(margin)) {
+                for (int k = 0; k < K; k++) cands += s[k] <= best + margin;
+            } else {
+                cands = K + 1; /* decide by the reference's loop over every code */
             }
+            if (cands > 1) {
+                double bd = INFINITY;
+                int b0 = bi;
+                bi = 0;
+                for (int k = 0; k < K; k++) {
+                    if (cands <= K && !(s[k] <= best + margin)) continue;
+                    double dk = ref_dist(xi, embed + (size_t)k * d, d);
+                    if (dk < bd) bd = dk, bi = k;
+                }
+                if (bi != b0) part = sqdist8(xi, embed + (size_t)bi * d, d);
+            }
+            ind[i] = bi;
+            memcpy(q + (size_t)i * d, embed + (size_t)bi * d, sizeof(float) * d);
+            w->part[i] = part;
         }
-        ind[i] = bi;
-        memcpy(q + (size_t)i * d, embed + (size_t)bi * d, sizeof(float) * d);
-        w->part[i] = sqdist8(xi, embed + (size_t)bi * d, d);
-        if (s != s_stack) free(s);
+        for (int r = 0; r < 2; r++)
+            if (sp[r] != s_stack[r]) free(sp[r]);
     }
     double tot = 0;
     for (int i = 0; i < N; i++) tot += w->part[i];
