@@ -47,6 +47,10 @@
 #define V3_DECLARE_CPU(name, ret, params) ret cpu_##name params;
 V3_CPU_OPS(V3_DECLARE_CPU)
 
+/* Sets flush-to-zero for denormals on every thread of the OpenMP pool (backend_cpu.c; run once the thread count is
+ * final, before training); returns what it did, for the log and platform.txt. */
+const char *cpu_denormals_init(void);
+
 /* The convolution library the cpu backend was built with ("oneDNN 2.6.3", or the reference im2col + GEMM), and the
  * implementation a plan runs for which = 0 forward, 1 data gradient, 2 weight gradient (oneDNN's name for it). */
 const char *cpu_conv_library(void);

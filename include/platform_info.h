@@ -8,4 +8,7 @@
 void platform_describe(char *buf, size_t n);
 /* DIR/platform.txt: the same, one "key: value" per line. 0, or -1 with v3_error. */
 int platform_write(const char *dir);
+/* How this run treats denormal floats (the cpu backend flushes them: cpu_denormals_init); set records it for
+ * platform.txt, NULL only reads. Returns the current text. */
+const char *platform_denormals(const char *set);
 #endif

@@ -4,6 +4,7 @@
 
 #include "backend.h"
 #include "common.h"
+#include "cpu_backend.h"
 #include "cuda_backend.h"
 #include "platform_info.h"
 
@@ -22,6 +23,7 @@ static const Backend *host(const Backend *be, V3Math math, const char *why) {
     platform_describe(pl, sizeof pl);
     v3_log("v3: device: CPU, backend %s%s%s%s\n", be->name, why[0] ? " (" : "", why, why[0] ? ")" : "");
     v3_log("v3: CPU math: %s (a run is bit-reproducible with the same binary, kernels and thread count)\n", pl);
+    if (be == &backend_cpu) v3_log("v3: denormals: %s\n", platform_denormals(cpu_denormals_init()));
     return be;
 }
 

@@ -51,6 +51,12 @@ void platform_describe(char *buf, size_t n) {
              openblas_get_num_threads(), cpu_conv_library(), cpu);
 }
 
+static const char *g_denormals = "kept (IEEE gradual underflow)";
+const char *platform_denormals(const char *set) {
+    if (set) g_denormals = set;
+    return g_denormals;
+}
+
 int platform_write(const char *dir) {
     char path[1100], ver[64], cpu[256];
     snprintf(path, sizeof path, "%s/platform.txt", dir);
@@ -61,8 +67,8 @@ int platform_write(const char *dir) {
     const char *forced = getenv("OPENBLAS_CORETYPE");
     const char *isa = getenv("ONEDNN_MAX_CPU_ISA");
     fprintf(f, "blas: %s\nblas_threading: %s\nblas_kernels: %s\nblas_kernels_forced: %s\nomp_threads: %d\n"
-               "gemm_threads: %d\nconv_library: %s\nconv_isa_forced: %s\ncpu: %s\n", ver, blas_threading(),
-            openblas_get_corename(), forced ? forced : "no", omp_get_max_threads(), openblas_get_num_threads(),
-            cpu_conv_library(), isa ? isa : "no", cpu);
+               "gemm_threads: %d\nconv_library: %s\nconv_isa_forced: %s\ndenormals: %s\ncpu: %s\n", ver,
+            blas_threading(), openblas_get_corename(), forced ? forced : "no", omp_get_max_threads(),
+            openblas_get_num_threads(), cpu_conv_library(), isa ? isa : "no", g_denormals, cpu);
     return fclose(f) == 0 ? 0 : v3_error("%s: write failed: %s", path, strerror(errno));
 }
