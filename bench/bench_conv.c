@@ -27,39 +27,14 @@
 #include "rng.h"
 
 typedef struct {
-    char model[16];
-    ConvGeom g;
-    int transposed, N, H, W;
-    int uses; /* how many layers of the model have this shape */
-} ConvLayer;
-
-typedef struct {
     char model[16], name[32];
     int N, in, out, uses;
 } LinLayer;
 
-static ConvLayer g_conv[512];
+static BenchConvLayer g_conv[BENCH_MAX_CONV];
 static int g_nconv;
 static LinLayer g_lin[64];
 static int g_nlin;
-
-static void add_conv(const char *model, const ConvL *c, int N, int H, int W) {
-    for (int i = 0; i < g_nconv; i++) {
-        ConvLayer *l = &g_conv[i];
-        if (!memcmp(&l->g, &c->g, sizeof l->g) && l->transposed == c->transposed && l->N == N && l->H == H &&
-            l->W == W && !strcmp(l->model, model)) {
-            l->uses++;
-            return;
-        }
-    }
-    if (g_nconv == (int)(sizeof g_conv / sizeof g_conv[0])) V3_FATAL("too many conv layers");
-    ConvLayer *l = &g_conv[g_nconv++];
-    memset(l, 0, sizeof *l);
-    snprintf(l->model, sizeof l->model, "%s", model);
-    l->g = c->g;
-    l->transposed = c->transposed;
-    l->N = N, l->H = H, l->W = W, l->uses = 1;
-}
 
 static void add_lin(const char *model, const char *name, int N, int in, int out) {
     for (int i = 0; i < g_nlin; i++) {
@@ -76,17 +51,6 @@ static void add_lin(const char *model, const char *name, int N, int in, int out)
     l->N = N, l->in = in, l->out = out, l->uses = 1;
 }
 
-static void add_stages(const char *model, const Stage *st, int n, int N) {
-    for (int i = 0; i < n; i++) {
-        const Stage *s = &st[i];
-        if (s->kind == ST_UPSAMPLE) continue;
-        add_conv(model, &s->c0, N, s->H, s->W);
-        if (s->kind != ST_BLOCK) continue;
-        add_conv(model, &s->c1, N, s->Ho, s->Wo); /* conv_1 runs on conv_0's output */
-        if (s->has_sc) add_conv(model, &s->sc, N, s->H, s->W);
-    }
-}
-
 static int collect(const char *name) {
     char path[64];
     snprintf(path, sizeof path, "configs/%s.yaml", name);
@@ -96,8 +60,7 @@ static int collect(const char *name) {
     Model *m = model_build(&c, 1);
     if (!m) return -1;
     int N = c.batch_size * c.n_fragments;
-    add_stages(name, m->enc, m->n_enc, N);
-    add_stages(name, m->dec, m->n_dec, N);
+    bench_model_convs(name, m, N, g_conv, &g_nconv);
     add_lin(name, "encoder.linear_1", N, m->flat, m->dc + m->ds);
     add_lin(name, "linear_c/_s (enc, dec)", N, m->dc, m->dc);
     add_lin(name, "linear_s (enc, dec)", N, m->ds, m->ds);
@@ -165,7 +128,7 @@ static void conv_bwd_fn(void *v) {
     cuda_conv_bwd(c->p, c->x, c->w, c->dy, c->dx, c->dw, c->db);
 }
 
-static void bench_conv_layer(const ConvLayer *L, const int *modes, int nmodes) {
+static void bench_conv_layer(const BenchConvLayer *L, const int *modes, int nmodes) {
     const ConvGeom *g = &L->g;
     int T = L->transposed, N = L->N, H = L->H, W = L->W, Ho, Wo;
     if (T) {

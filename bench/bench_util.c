@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "cuda_backend.h"
+#include "model.h"
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -113,4 +114,38 @@ int bench_list_has(const char *list, const char *item) {
     for (const char *p = list; (p = strstr(p, item)); p += n)
         if ((p == list || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return 1;
     return 0;
+}
+
+static void add_conv(const char *model, const ConvL *c, int N, int H, int W, BenchConvLayer *L, int *n) {
+    for (int i = 0; i < *n; i++) {
+        BenchConvLayer *l = &L[i];
+        if (!memcmp(&l->g, &c->g, sizeof l->g) && l->transposed == c->transposed && l->N == N && l->H == H &&
+            l->W == W && !strcmp(l->model, model)) {
+            l->uses++;
+            return;
+        }
+    }
+    if (*n == BENCH_MAX_CONV) V3_FATAL("too many conv layers");
+    BenchConvLayer *l = &L[(*n)++];
+    memset(l, 0, sizeof *l);
+    snprintf(l->model, sizeof l->model, "%s", model);
+    l->g = c->g;
+    l->transposed = c->transposed;
+    l->N = N, l->H = H, l->W = W, l->uses = 1;
+}
+
+static void add_stages(const char *model, const Stage *st, int ns, int N, BenchConvLayer *L, int *n) {
+    for (int i = 0; i < ns; i++) {
+        const Stage *s = &st[i];
+        if (s->kind == ST_UPSAMPLE) continue;
+        add_conv(model, &s->c0, N, s->H, s->W, L, n);
+        if (s->kind != ST_BLOCK) continue;
+        add_conv(model, &s->c1, N, s->Ho, s->Wo, L, n); /* conv_1 runs on conv_0's output */
+        if (s->has_sc) add_conv(model, &s->sc, N, s->H, s->W, L, n);
+    }
+}
+
+void bench_model_convs(const char *name, const Model *m, int N, BenchConvLayer *L, int *n) {
+    add_stages(name, m->enc, m->n_enc, N, L, n);
+    add_stages(name, m->dec, m->n_dec, N, L, n);
 }

@@ -37,4 +37,16 @@ int bench_finish(const char *path, const char *device);
 void bench_init_device(char *desc, size_t n);
 /* Is item one of the comma-separated entries of list ("fp32,tf32" has "tf32", not "tf")? */
 int bench_list_has(const char *list, const char *item);
+/* Every distinct convolution layer (geometry, transposed or not, input size) of a model's encoder and decoder at
+ * batch N, counted by uses, appended to L[*n] (at most BENCH_MAX_CONV in all). name: the model's label. */
+#include "op_list.h"
+struct Model;
+typedef struct {
+    char model[16];
+    ConvGeom g;
+    int transposed, N, H, W;
+    int uses; /* how many layers of the model have this shape */
+} BenchConvLayer;
+#define BENCH_MAX_CONV 512
+void bench_model_convs(const char *name, const struct Model *m, int N, BenchConvLayer *L, int *n);
 #endif

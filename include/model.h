@@ -49,7 +49,7 @@ typedef struct {
 
 typedef struct { double total, recon, commit, content, style, sample, fragment, Fc, Sc, Fs, Ss; } LossTerms;
 
-typedef struct {
+typedef struct Model {
     Config cfg;
     ArchSpec arch;
     int dc, ds, flat;

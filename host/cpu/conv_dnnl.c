@@ -158,19 +158,20 @@ static dnnl_primitive_attr_t user_scratchpad_attr(void) {
 }
 
 /* The layouts each direction runs in: oneDNN's blocked layouts ("any") except where its plain-layout (NCHW, GEMM
- * based) implementation measured faster on the authors' shapes (NOTES.md, "oneDNN convolutions"): 1x1 convolutions
- * with a stride (a blocked reorder of the whole strided input for a tiny GEMM), and the forward of a transposed
- * convolution to fewer than 16 channels (blocked pads the output channels to 16: 4x slower at 4->1). A fixed rule,
- * not a timing, so the same geometry always runs the same code. V3_CPU_CONV=blocked|plain forces one for benches. */
+ * based) implementation measured faster on the models' layers (NOTES.md, "Which implementation runs which layer",
+ * ./bench/bench_conv_cpu): 1x1 convolutions with a stride from fewer than 64 channels (blocked reorders the whole
+ * strided input for a small GEMM: 1.7x slower at 16->32 on 48x32 planes, but 2.2x faster at 128->256), and
+ * transposed 1x1 convolutions to at most 64 channels (2x faster at 64->32 and 32->16, slower at 256->128). A fixed
+ * rule, not a timing, so the same geometry always runs the same code. V3_CPU_CONV=blocked|plain forces one. */
 enum { D_FWD, D_BWD_DATA, D_BWD_W };
 static int plain_layout(const DnnlConv *c, int dir) {
     const char *v = getenv("V3_CPU_CONV");
     if (v && !strcmp(v, "plain")) return 1;
     if (v && !strcmp(v, "blocked")) return 0;
     const ConvGeom *g = &c->g;
-    if (g->kh == 1 && g->kw == 1 && (g->sh > 1 || g->sw > 1)) return 1;
-    if (c->transposed && dir == D_FWD && g->cout < 16) return 1;
-    return 0;
+    if (g->kh != 1 || g->kw != 1) return 0;
+    if (g->sh > 1 || g->sw > 1) return g->cin < 64;
+    return c->transposed && g->cout <= 64;
 }
 
 typedef struct {
