@@ -21,6 +21,9 @@ typedef enum { VQ_TRAIN = 0, VQ_EVAL = 1, VQ_FROZEN = 2 } VqMode;
 void vq_init(VQ *vq, int K, int d, float decay, float threshold, int kmeans_iters);
 void vq_free(VQ *vq);
 
+/* The squared distance sum (x - e)^2 in double, term by term in order: the one vq_assign compares (and the cpu
+ * backend's search where float32 cannot decide). */
+double vq_distance(const float *x, const float *e, int d);
 /* Nearest codeword of every row of x [N, d] (squared distance in double, lowest index wins ties). */
 void vq_assign(const float *embed, int K, int d, int N, const float *x, int *ind);
 

@@ -123,16 +123,6 @@ V3_CLONES static double sqdist8(const float *x, const float *e, int d) {
     return (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))) + s;
 }
 
-/* the reference's distance, operation for operation (vq_assign) */
-static double ref_dist(const float *x, const float *e, int d) {
-    double s = 0;
-    for (int t = 0; t < d; t++) {
-        double v = (double)x[t] - e[t];
-        s += v * v;
-    }
-    return s;
-}
-
 void *cpu_vq_create(int K, int d, int N_max) {
     CpuVq *w = xcalloc(1, sizeof *w);
     w->K = K, w->d = d, w->N_max = N_max;
@@ -194,7 +184,7 @@ void cpu_vq_search(void *p, int N, const float *x, const float *embed, int *ind,
                 bi = 0;
                 for (int k = 0; k < K; k++) {
                     if (cands <= K && !(s[k] <= best + margin)) continue;
-                    double dk = ref_dist(xi, embed + (size_t)k * d, d);
+                    double dk = vq_distance(xi, embed + (size_t)k * d, d);
                     if (dk < bd) bd = dk, bi = k;
                 }
                 if (bi != b0) part = sqdist8(xi, embed + (size_t)bi * d, d);

@@ -29,6 +29,15 @@ void vq_free(VQ *vq) {
     memset(vq, 0, sizeof *vq);
 }
 
+double vq_distance(const float *x, const float *e, int d) {
+    double s = 0;
+    for (int t = 0; t < d; t++) {
+        double v = (double)x[t] - e[t];
+        s += v * v;
+    }
+    return s;
+}
+
 void vq_assign(const float *embed, int K, int d, int N, const float *x, int *ind) {
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < N; i++) {
@@ -36,12 +45,7 @@ void vq_assign(const float *embed, int K, int d, int N, const float *x, int *ind
         double best = INFINITY;
         int bi = 0;
         for (int k = 0; k < K; k++) {
-            const float *e = embed + (size_t)k * d;
-            double s = 0;
-            for (int t = 0; t < d; t++) {
-                double v = (double)xi[t] - e[t];
-                s += v * v;
-            }
+            double s = vq_distance(xi, embed + (size_t)k * d, d);
             if (s < best) { best = s; bi = k; }
         }
         ind[i] = bi;
