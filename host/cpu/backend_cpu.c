@@ -5,7 +5,7 @@
 #include "cpu_backend.h"
 #include "ops.h"
 
-#define V3_TABLE_ENTRY_cpu(name, ret, params) .name = cpu_##name,
+#define V3_TABLE_ENTRY_cpu(name) .name = cpu_##name,
 
 #if defined(__clang__)
 #pragma clang diagnostic push
