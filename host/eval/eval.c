@@ -11,6 +11,7 @@
 #include "common.h"
 #include "cuda_backend.h"
 #include "eval_parts.h"
+#include "eval_verdict.h"
 #include "phonenums.h"
 #include "plot.h"
 #include "progress.h"
@@ -324,6 +325,17 @@ int eval_run(const EvalOpts *o) {
     fclose(audio);
     audio = NULL;
 
+    /* the verdict (issue 18's criteria) */
+    int is_pn = !strcmp(main_ds->kind, "phonenums"), is_in = !strcmp(main_ds->kind, "insnotes");
+    VerdictIn vin = {.K = K, .C = C, .content = is_pn ? "digit" : is_in ? "pitch" : "content",
+                     .style = is_pn ? "colour" : is_in ? "instrument" : "style", .one_to_one = cb.one_to_one,
+                     .purity = cb.purity_authors, .style_from_style = pb.done ? pb.s_from_zs : NAN,
+                     .content_from_style = pb.done ? pb.c_from_zs : NAN, .chance_style = pb.chance_s,
+                     .chance_content = pb.chance_c, .pr_style_by_style = pr[4].auc, .pr_style_by_content = pr[5].auc,
+                     .pr_content_by_content = pr[0].auc, .pr_content_by_style = pr[1].auc};
+    VerdictRow vrows[VERDICT_ROWS];
+    eval_verdict(&vin, vrows);
+
     /* results.json */
     if (!(J = open_memstream(&jbuf, &jn))) { v3_error("out of memory"); goto out; }
     fprintf(J, "{\n  \"run\": ");
@@ -383,6 +395,8 @@ int eval_run(const EvalOpts *o) {
     } else {
         fprintf(J, "null");
     }
+    fprintf(J, ",\n  \"verdict\": ");
+    eval_verdict_json(J, vrows);
     fprintf(J, ",\n  \"figures\": ");
     if (fig_note) json_str(J, fig_note);
     else fprintf(J, "[%.*s]", (int)fn, fbuf ? fbuf : "");
@@ -430,6 +444,7 @@ int eval_run(const EvalOpts *o) {
                 print_row(w, fs_acc[k].authors, zc);
             }
     }
+    eval_verdict_print(stdout, vrows, o->figures && !fig_note ? edir : NULL);
     printf("results: %s%s\n", rpath, fig_note ? "  (figures not drawn: no cairo in this build)" : "");
     rc = 0;
 out:
