@@ -123,6 +123,11 @@ int cmd_data_phonenums(int argc, char **argv) {
         else if (!strcmp(a, "--font")) p.font = v;
         else if (!strcmp(a, "--seed")) { if (data_parse_u64(a, v, &p.seed)) return 2; }
         else if (!strcmp(a, "--pages")) { if (data_parse_int(a, v, &p.pages)) return 2; }
+        else if (!strcmp(a, "--noise-sigma")) {
+            if (data_parse_float(a, v, &p.noise_sigma)) return 2;
+            if (!(p.noise_sigma >= 0 && p.noise_sigma <= 100))
+                return data_usage_err("--noise-sigma: expected 0..100 (grey levels), got '%s'", v);
+        }
         else return data_usage_err("phonenums: unknown option '%s'", a);
     }
     if (!out) return data_usage_err("phonenums: missing required option '%s'", "--out DIR");

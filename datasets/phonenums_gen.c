@@ -52,6 +52,7 @@ void phonenums_defaults(PhonenumsParams *p) {
     p->pages = 1000;
     p->ood = 0;
     p->seed = 1;
+    p->noise_sigma = -1;
 }
 
 #ifndef V3_HAVE_FREETYPE
@@ -233,7 +234,7 @@ static void normal_pair(Rng *r, double z[2]) {
 /* Render page i into rgb (48 x 320 x 3). Random draws in the authors' order: digits, page fg and bg jitter,
  * per glyph (fg jitter, x offset, y offset), blur sizes, noise sigma, noise. */
 static int render_page(Font *f, uint64_t seed, int ood, int i, const uint8_t colour[3], int digits[10],
-                       uint8_t *canvas, float *tmp, uint8_t *rgb) {
+                       float noise_sigma, uint8_t *canvas, float *tmp, uint8_t *rgb) {
     /* OOD pages get their own tags, so an OOD set made with the training set's seed does not repeat its digit
      * orders, blur and noise. */
     Rng r;
@@ -256,7 +257,8 @@ static int render_page(Font *f, uint64_t seed, int ood, int i, const uint8_t col
     /* Noise N(0, sigma), sigma = 10 U(0,1) per page, added in float and CLIPPED to [0, 255]. Deliberately not the
      * authors' uint8 wrap-around (canvas += np.uint8(noise)), which turns dark pixels with negative noise into
      * ~255 and bright ones into ~0 (v3.md section 8 item 11). */
-    double sigma = 10 * rng_uniform(&r);
+    double sigma = 10 * rng_uniform(&r); /* drawn either way, so the other draws stay the same */
+    if (noise_sigma >= 0) sigma = noise_sigma;
     for (size_t k = 0; k < (size_t)PHONENUMS_H * PHONENUMS_W * 3; k += 2) { /* even count: pairs */
         double z[2];
         normal_pair(&r, z);
@@ -293,6 +295,7 @@ int phonenums_generate(const char *dir, const PhonenumsParams *p) {
     }
     fprintf(idx, "# v3-phonenums 1\n# seed %llu\n# font %s\n# ood %d\n# n_pages %d\n",
             (unsigned long long)p->seed, font, p->ood ? 1 : 0, p->pages);
+    if (p->noise_sigma >= 0) fprintf(idx, "# noise_sigma %g\n", (double)p->noise_sigma);
     fprintf(idx, "# file\tsplit\tdigits\tcolour_index\tcolour_name\n");
     int8_t *split = xmalloc((size_t)p->pages);
     if (!p->ood) splits_assign(p->pages, p->seed, split);
@@ -309,7 +312,7 @@ int phonenums_generate(const char *dir, const PhonenumsParams *p) {
         const char *cname = phonenums_colour_name(p->ood, ci);
         uint8_t colour[3];
         phonenums_colour_rgb(p->ood, ci, colour);
-        if (render_page(&f, p->seed, p->ood ? 1 : 0, i, colour, digits, canvas, tmp, rgb)) {
+        if (render_page(&f, p->seed, p->ood ? 1 : 0, i, colour, digits, p->noise_sigma, canvas, tmp, rgb)) {
             rc = -1;
             break;
         }

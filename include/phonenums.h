@@ -23,6 +23,8 @@ typedef struct {
     int pages;          /* 1000 (the authors' default); mini: 80 */
     int ood;            /* the 8 OOD colours */
     uint64_t seed;
+    float noise_sigma;  /* < 0 (default): sigma = 10 U(0,1) drawn per page, the authors'; >= 0: this sigma on every
+                           page (a diagnostic: no page-level noise factor; the other draws are unchanged) */
 } PhonenumsParams;
 
 void phonenums_defaults(PhonenumsParams *p);

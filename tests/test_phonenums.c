@@ -798,3 +798,49 @@ TEST(phonenums_generate_needs_freetype) {
     return test_done(0, dir);
 }
 #endif
+
+/* --noise-sigma: a fixed noise level on every page. At 0 the page background is exactly the jittered flat colour
+ * (no noise), the header records it, and the page's digits and colour are those of the default set (the per-page
+ * sigma is still drawn, so every other draw is unchanged). */
+TEST(phonenums_fixed_noise_sigma) {
+    NEED_GENERATOR();
+    char *dir = test_tmpdir("pn_noise");
+    char bd[1024], bz[1024];
+    char *d = sub(bd, dir, "default"), *z = sub(bz, dir, "zero");
+    PhonenumsParams p;
+    phonenums_defaults(&p);
+    p.pages = 10, p.seed = 3, p.noise_sigma = 0;
+    CHECK(gen(d, 10, 0, 3) == 0 && phonenums_generate(z, &p) == 0, "generate: %s", v3_last_error());
+    IdxLine ld[10], lz[10];
+    CHECK(read_index(d, ld, 10) == 10 && read_index(z, lz, 10) == 10, "read indexes");
+    unsigned char *iz;
+    size_t nz;
+    CHECK(test_read_all(test_path(z, "index.tsv"), &iz, &nz) == 0 && strstr((char *)iz, "# noise_sigma 0\n"),
+          "header lacks '# noise_sigma 0'");
+    free(iz);
+    int flat = 0, noisy = 0;
+    for (int i = 0; i < 10; i++) {
+        CHECK(!strcmp(ld[i].digits, lz[i].digits), "page %d: digits %s vs %s", i, ld[i].digits, lz[i].digits);
+        char rel[400], pz[1200], pd[1200];
+        snprintf(rel, sizeof rel, "pages/%05d_%s_%s.png", i, lz[i].digits, phonenums_colour_name(0, lz[i].colour));
+        snprintf(pz, sizeof pz, "%s", test_path(z, rel));
+        snprintf(pd, sizeof pd, "%s", test_path(d, rel));
+        uint8_t *a, *b;
+        int w, h;
+        CHECK(png_read_rgb(pz, PHONENUMS_W, PHONENUMS_H, &a, &w, &h) == 0 &&
+                  png_read_rgb(pd, PHONENUMS_W, PHONENUMS_H, &b, &w, &h) == 0,
+              "read page %d: %s", i, v3_last_error());
+        /* background dominates a page: without noise most horizontally adjacent pixels are identical */
+        int eq_z = 0, eq_d = 0, pairs = PHONENUMS_H * (PHONENUMS_W - 1);
+        for (int y = 0; y < PHONENUMS_H; y++)
+            for (int x = 0; x + 1 < PHONENUMS_W; x++) {
+                const uint8_t *pa = a + 3 * ((size_t)y * PHONENUMS_W + x), *pb = b + 3 * ((size_t)y * PHONENUMS_W + x);
+                eq_z += !memcmp(pa, pa + 3, 3), eq_d += !memcmp(pb, pb + 3, 3);
+            }
+        flat += eq_z > pairs / 2, noisy += eq_d < pairs / 2;
+        free(a), free(b);
+    }
+    CHECK(flat == 10, "%d of 10 noise-free pages have a flat background", flat);
+    CHECK(noisy >= 8, "only %d of 10 default pages have background noise", noisy);
+    return 0;
+}
