@@ -842,5 +842,5 @@ TEST(phonenums_fixed_noise_sigma) {
     }
     CHECK(flat == 10, "%d of 10 noise-free pages have a flat background", flat);
     CHECK(noisy >= 8, "only %d of 10 default pages have background noise", noisy);
-    return 0;
+    return test_done(0, dir);
 }
