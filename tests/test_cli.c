@@ -72,6 +72,8 @@ TEST(cli_data_generators_reject_bad_input) {
     if (one_line_error("./v3 data phonenums --out /tmp/v3cli_pn --bogus 1", 2, "--bogus") ||
         one_line_error("./v3 data phonenums --pages 10", 2, "--out") ||
         one_line_error("./v3 data phonenums --out /tmp/v3cli_pn --pages 3", 2, "--pages") ||
+        one_line_error("./v3 data phonenums --out /tmp/v3cli_pn --noise-sigma -1", 2, "--noise-sigma") ||
+        one_line_error("./v3 data phonenums --out /tmp/v3cli_pn --noise-sigma abc", 2, "--noise-sigma") ||
         one_line_error("./v3 data insnotes --out /tmp/v3cli_in --files-per-instrument x", 2, "--files-per-instrument") ||
         one_line_error("./v3 data export-wav --data /tmp/v3cli_none --out /tmp/v3cli.wav --slots 0", 2, "--slots") ||
         one_line_error("./v3 bench loader", 2, "--data"))

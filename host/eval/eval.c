@@ -40,6 +40,13 @@ const char *eval_content_name(const DataSource *ds, int c, char *buf, size_t n) 
     return buf;
 }
 
+/* What the content and style labels of a data source are, in words (the verdict's rows) */
+static void label_kinds(const DataSource *ds, const char **content, const char **style) {
+    int pn = !strcmp(ds->kind, "phonenums"), in = !strcmp(ds->kind, "insnotes");
+    *content = pn ? "digit" : in ? "pitch" : "content";
+    *style = pn ? "colour" : in ? "instrument" : "style";
+}
+
 const char *eval_style_name(const DataSource *ds, int s, char *buf, size_t n) {
     if (!strcmp(ds->kind, "insnotes") && s >= 0 && s < (ds->ood ? 4 : 12)) snprintf(buf, n, "%s", (ds->ood ? INSTR_OOD : INSTR)[s]);
     else if (!strcmp(ds->kind, "phonenums") && s >= 0 && s < 8) snprintf(buf, n, "%s", phonenums_colour_name(ds->ood, s));
@@ -326,13 +333,12 @@ int eval_run(const EvalOpts *o) {
     audio = NULL;
 
     /* the verdict (issue 18's criteria) */
-    int is_pn = !strcmp(main_ds->kind, "phonenums"), is_in = !strcmp(main_ds->kind, "insnotes");
-    VerdictIn vin = {.K = K, .C = C, .content = is_pn ? "digit" : is_in ? "pitch" : "content",
-                     .style = is_pn ? "colour" : is_in ? "instrument" : "style", .one_to_one = cb.one_to_one,
+    VerdictIn vin = {.K = K, .C = C, .one_to_one = cb.one_to_one,
                      .purity = cb.purity_authors, .style_from_style = pb.done ? pb.s_from_zs : NAN,
                      .content_from_style = pb.done ? pb.c_from_zs : NAN, .chance_style = pb.chance_s,
                      .chance_content = pb.chance_c, .pr_style_by_style = pr[4].auc, .pr_style_by_content = pr[5].auc,
                      .pr_content_by_content = pr[0].auc, .pr_content_by_style = pr[1].auc};
+    label_kinds(main_ds, &vin.content, &vin.style);
     VerdictRow vrows[VERDICT_ROWS];
     eval_verdict(&vin, vrows);
 

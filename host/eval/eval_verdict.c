@@ -5,9 +5,14 @@
 #include "eval_verdict.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <string.h>
 
-static void set(VerdictRow *r, const char *what, double value, double threshold, int at_least, const char *look) {
+/* One row: the criterion, its value against the threshold, and (when judged) the line in words, printf-style.
+ * NaN is never judged (never a pass). */
+static void __attribute__((format(printf, 7, 8)))
+row(VerdictRow *r, const char *what, double value, double threshold, int at_least, const char *look, const char *why,
+    ...) {
     snprintf(r->what, sizeof r->what, "%s", what);
     r->value = value, r->threshold = threshold, r->at_least = at_least, r->look = look;
     if (!isfinite(value)) {
@@ -16,56 +21,44 @@ static void set(VerdictRow *r, const char *what, double value, double threshold,
         return;
     }
     r->result = (at_least ? value >= threshold : value <= threshold) ? VERDICT_PASS : VERDICT_FAIL;
+    va_list ap;
+    va_start(ap, why);
+    vsnprintf(r->why, sizeof r->why, why, ap);
+    va_end(ap);
 }
 
 int eval_verdict(const VerdictIn *in, VerdictRow *rows) {
+    const char *c = in->content, *s = in->style;
     char w[96];
-    VerdictRow *r = rows;
-    /* 1. one code per content class */
-    snprintf(w, sizeof w, "one-to-one: atoms <-> %ss", in->content);
-    set(r, w, in->one_to_one, 0.9, 1, "confusion.png, codebook_sheet.png");
+    /* 1. one code per content class (a bijection exists only when K equals the number of classes) */
+    snprintf(w, sizeof w, "one-to-one: atoms <-> %ss", c);
+    row(&rows[0], w, in->one_to_one, 0.9, 1, "confusion.png, codebook_sheet.png",
+        "%.0f%% of fragments fall on the atom paired with their %s", 100 * in->one_to_one, c);
     if (in->K != in->C) {
-        r->result = VERDICT_NA;
-        snprintf(r->why, sizeof r->why, "not judged: K = %d atoms for %d %ss (a bijection needs K = %d)", in->K, in->C,
-                 in->content, in->C);
-    } else if (r->result != VERDICT_NA) {
-        snprintf(r->why, sizeof r->why, "%.0f%% of fragments fall on the atom paired with their %s", 100 * in->one_to_one,
-                 in->content);
+        rows[0].result = VERDICT_NA;
+        snprintf(rows[0].why, sizeof rows[0].why, "not judged: K = %d atoms for %d %ss (a bijection needs K = %d)",
+                 in->K, in->C, c, in->C);
     }
-    r++;
     /* 2. every used atom one content class */
-    set(r, "codebook purity (authors)", in->purity, 0.95, 1, "codebook_sheet.png (one digit per column)");
-    if (r->result != VERDICT_NA)
-        snprintf(r->why, sizeof r->why, "a used atom holds %.0f%% one %s on average", 100 * in->purity, in->content);
-    r++;
-    /* 3. style code knows the style */
-    snprintf(w, sizeof w, "%s from the style code (probe)", in->style);
-    set(r, w, in->style_from_style, 0.9, 1, "tsne_style_by_style.png (one cluster per style)");
-    if (r->result != VERDICT_NA)
-        snprintf(r->why, sizeof r->why, "a linear probe reads the %s at %.2f (majority class %.2f)", in->style,
-                 in->style_from_style, in->chance_style);
-    r++;
-    /* 4. style code does not know the content */
-    snprintf(w, sizeof w, "%s from the style code (probe)", in->content);
-    set(r, w, in->content_from_style, 0.3, 0, "tsne_style_by_content.png (content mixed)");
-    if (r->result != VERDICT_NA)
-        snprintf(r->why, sizeof r->why, "the %s leaks into the style code at %.2f (majority class %.2f)", in->content,
-                 in->content_from_style, in->chance_content);
-    r++;
+    row(&rows[1], "codebook purity (authors)", in->purity, 0.95, 1, "codebook_sheet.png (one digit per column)",
+        "a used atom holds %.0f%% one %s on average", 100 * in->purity, c);
+    /* 3, 4. the style code knows the style and not the content */
+    snprintf(w, sizeof w, "%s from the style code (probe)", s);
+    row(&rows[2], w, in->style_from_style, 0.9, 1, "tsne_style_by_style.png (one cluster per style)",
+        "a linear probe reads the %s at %.2f (majority class %.2f)", s, in->style_from_style, in->chance_style);
+    snprintf(w, sizeof w, "%s from the style code (probe)", c);
+    row(&rows[3], w, in->content_from_style, 0.3, 0, "tsne_style_by_content.png (content mixed)",
+        "the %s leaks into the style code at %.2f (majority class %.2f)", c, in->content_from_style,
+        in->chance_content);
     /* 5, 6. each embedding retrieves its own label far better than the other's */
     double rs = in->pr_style_by_content > 0 ? in->pr_style_by_style / in->pr_style_by_content : NAN;
     double rc = in->pr_content_by_style > 0 ? in->pr_content_by_content / in->pr_content_by_style : NAN;
-    snprintf(w, sizeof w, "style code: PR-AUC by %s / by %s", in->style, in->content);
-    set(r, w, rs, 3.0, 1, "tsne_style_by_style.png");
-    if (r->result != VERDICT_NA)
-        snprintf(r->why, sizeof r->why, "retrieval by %s %.3f against by %s %.3f", in->style, in->pr_style_by_style,
-                 in->content, in->pr_style_by_content);
-    r++;
-    snprintf(w, sizeof w, "content code: PR-AUC by %s / by %s", in->content, in->style);
-    set(r, w, rc, 3.0, 1, "tsne_content_by_content.png");
-    if (r->result != VERDICT_NA)
-        snprintf(r->why, sizeof r->why, "retrieval by %s %.3f against by %s %.3f", in->content,
-                 in->pr_content_by_content, in->style, in->pr_content_by_style);
+    snprintf(w, sizeof w, "style code: PR-AUC by %s / by %s", s, c);
+    row(&rows[4], w, rs, 3.0, 1, "tsne_style_by_style.png", "retrieval by %s %.3f against by %s %.3f", s,
+        in->pr_style_by_style, c, in->pr_style_by_content);
+    snprintf(w, sizeof w, "content code: PR-AUC by %s / by %s", c, s);
+    row(&rows[5], w, rc, 3.0, 1, "tsne_content_by_content.png", "retrieval by %s %.3f against by %s %.3f", c,
+        in->pr_content_by_content, s, in->pr_content_by_style);
     int failed = 0;
     for (int i = 0; i < VERDICT_ROWS; i++) failed += rows[i].result == VERDICT_FAIL;
     return failed;
