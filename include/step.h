@@ -33,6 +33,10 @@ size_t step_estimate_bytes(Model *m, const Backend *be, int N);
  * VQ_EVAL also drops the commitment term. Fills out; returns -1 with a v3_error listing the terms if the loss is
  * not finite. */
 int step_forward(Step *s, const float *x, int x_on_backend, int B, int bn_train, VqMode vq_mode, LossTerms *out);
+/* Makes cfg the loss weights of the next forwards (the model's m->loss, and the V3 workspace of every row count
+ * planned so far, remade with it). Call between steps, never between a forward and its backward. 0, or -1 +
+ * v3_error. */
+int step_set_loss(Step *s, const V3LossCfg *cfg);
 /* Backward of the last forward (parameter gradients, zeroed first), and one AdamW step with learning rate lr. */
 void step_backward(Step *s);
 void step_adamw(Step *s, float lr);

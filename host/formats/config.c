@@ -74,6 +74,7 @@ static const KeyDef KEYS[] = {
     F("loss_config.relativity", K_NUM, relativity),
     F("loss_config.supersample_content", K_BOOL, supersample_content),
     F("loss_config.tie_gradient", K_STR, tie_gradient),
+    F("loss_config.style_from_step", K_NNINT, style_from_step),
     IGN("loss_config.widen_style", "an authors' experimental option not implemented here"),
     S("model_config"),
     F("model_config.arch", K_ARCH, arch),

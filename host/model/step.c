@@ -235,6 +235,19 @@ fail:
     return NULL;
 }
 
+int step_set_loss(Step *s, const V3LossCfg *cfg) {
+    Model *m = s->m;
+    m->loss = *cfg;
+    for (int i = 0; i < s->nsets; i++) {
+        PlanSet *ps = &s->sets[i];
+        if (!ps->v3) continue;
+        s->be->v3_destroy(ps->v3);
+        int n = m->cfg.n_fragments;
+        if (!(ps->v3 = s->be->v3_create(&m->loss, ps->N / n, n, m->dc, m->ds))) return -1;
+    }
+    return 0;
+}
+
 /* ---- create / free / state ---- */
 
 size_t step_arena_bytes(const Step *s) { return s->cap; }

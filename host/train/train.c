@@ -93,7 +93,17 @@ typedef struct {
     uint64_t *skip;      /* --on-nan rollback: steps whose batches are drawn and discarded (skipped_steps.txt) */
     char (*skip_term)[64];
     int n_skip;
+    V3LossCfg full_loss; /* the config's loss weights (validation; training from loss_config.style_from_step on) */
 } Run;
+
+/* Puts the loss weights of a training step (style_on = 0: before loss_config.style_from_step, the style and sample
+ * weights at 0) or of validation (style_on = 1) in place; remakes the V3 workspaces only when they change. */
+static int use_loss_weights(Run *r, int style_on) {
+    V3LossCfg want = r->full_loss;
+    if (!style_on) want.w_style = want.w_sample = 0;
+    if (r->m->loss.w_style == want.w_style && r->m->loss.w_sample == want.w_sample) return 0;
+    return step_set_loss(r->st, &want);
+}
 
 /* "atoms":[[n(class 0), n(class 1), ...], ...]: the atom-by-content confusion counts of a validation pass. */
 static void log_atoms(FILE *f, const int *ind, const int32_t *content, int N, int K, int C) {
@@ -119,6 +129,10 @@ static int validate(Run *r, double *val_loss, double *purity, LossTerms *mean, c
     int32_t *all_content = xmalloc(sizeof(int32_t) * v->n_samples * frags);
     double tot = 0, w = 0;
     memset(mean, 0, sizeof *mean);
+    if (use_loss_weights(r, 1)) {
+        free(all_ind), free(all_content);
+        return -1;
+    }
     for (int b = 0; b < nb; b++) {
         int start = b * r->B, n = (int)v->n_samples - start;
         if (n > r->B) n = r->B;
@@ -400,6 +414,7 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
         int rc;
         /* the batch is in the backend's memory when the loader put it there (bt->x_dev), else on the host */
         const float *x = bt->x_dev ? bt->x_dev : bt->x;
+        if (use_loss_weights(r, step >= (uint64_t)c->style_from_step)) return -1;
         if ((rc = step_forward(r->st, x, bt->x_dev != NULL, B, 1, VQ_TRAIN, &L)) == 0 &&
             (rc = test_nan(&L, step + 1)) == 0) {
             step_backward(r->st);
@@ -547,6 +562,7 @@ int train_run(const TrainOpts *o) {
         teardown(&r);
         return -1;
     }
+    r.full_loss = r.m->loss;
     r.log = fopen(logp, resume ? "a" : "w");
     if (!r.log) { teardown(&r); return v3_error("%s: cannot open log: %s", logp, strerror(errno)); }
     char tbdir[1100];
