@@ -34,10 +34,11 @@ typedef struct {
     int supersample_content;  /* bool */
     char tie_gradient[16];    /* ours: "pytorch" (default) or "zero": the V3 statistics' gradient where two
                                  quantised codes coincide (NOTES.md, "Ties in the quantised codes") */
-    int style_from_step;      /* ours: training steps before this one run with the style and sample weights at 0,
-                                 so the style code first learns what the decoder needs (colour) before the
-                                 style-side hinges squeeze it (NOTES.md, issue 18); validation always uses the
-                                 full weights. 0 (default): every term from the first step, as the authors */
+    int style_from_step;      /* ours: training steps before this one run with the weights of the terms that
+                                 involve the style code (style, sample, fragment) at 0, so the style code first
+                                 learns what the decoder needs (colour) before those hinges squeeze it (NOTES.md,
+                                 issue 18); validation always uses the full weights. 0 (default): every term from
+                                 the first step, as the authors */
 
     /* model_config */
     ArchKind arch;            /* from model_config.arch (ours) or else from the dataloader name */

@@ -364,15 +364,9 @@ TEST(train_device_ref_and_cpu_agree) {
     return 0;
 }
 
-/* loss_config.style_from_step: the first N training steps run with the style and sample weights at 0, and the run
- * is then exactly the one made by training N steps with those weights at 0 and resuming with them back on. The
+/* loss_config.style_from_step: the first N training steps run with the style, sample and fragment weights at 0, and
+ * the run is then exactly the one made by training N steps with those weights at 0 and resuming with them back on. The
  * loss logged each step must be the weighted sum of its terms with the weights in force at that step. */
-static int train_with(const char *cfg, const char *out, long steps, int resume, const char *s1, const char *s2) {
-    TrainOpts o;
-    test_train_opts(&o, cfg, out, steps, resume, s1);
-    if (s2) o.sets[o.n_sets++] = s2;
-    return train_run(&o);
-}
 
 TEST(train_style_from_step_switches_the_style_terms_on) {
     char cfg[600], a[700], b[700], la[800], lb[800];
@@ -380,10 +374,14 @@ TEST(train_style_from_step_switches_the_style_terms_on) {
     CHECK(dir, "environment");
     snprintf(a, sizeof a, "%s/a", dir);
     snprintf(b, sizeof b, "%s/b", dir);
-    CHECK(train_with(cfg, a, 8, 0, "loss_config.style_from_step=4", NULL) == 0, "scheduled run: %s", v3_last_error());
-    CHECK(train_with(cfg, b, 4, 0, "loss_config.weights.style_loss=0", "loss_config.weights.sample_loss=0") == 0,
-          "first phase: %s", v3_last_error());
-    CHECK(train_with(cfg, b, 8, 1, NULL, NULL) == 0, "second phase: %s", v3_last_error());
+    CHECK(test_train_cpu(cfg, a, 8, 0, NULL, "loss_config.style_from_step=4") == 0, "scheduled run: %s",
+          v3_last_error());
+    TrainOpts o;
+    test_train_opts(&o, cfg, b, 4, 0, "loss_config.weights.style_loss=0");
+    o.sets[o.n_sets++] = "loss_config.weights.sample_loss=0";
+    o.sets[o.n_sets++] = "loss_config.weights.fragment_loss=0";
+    CHECK(train_run(&o) == 0, "first phase: %s", v3_last_error());
+    CHECK(test_train_cpu(cfg, b, 8, 1, NULL, NULL) == 0, "second phase: %s", v3_last_error());
     snprintf(la, sizeof la, "%s/log.jsonl", a);
     snprintf(lb, sizeof lb, "%s/log.jsonl", b);
     char *da, *db; long na, nb;
@@ -394,8 +392,8 @@ TEST(train_style_from_step_switches_the_style_terms_on) {
                sty = log_value(da, "train", i, "style"), sam = log_value(da, "train", i, "sample"),
                fra = log_value(da, "train", i, "fragment"), com = log_value(da, "train", i, "commit"),
                tot = log_value(da, "train", i, "loss");
-        double on = i >= 4 ? 1.0 : 0.0, want = rec + con + fra + 0.1 * com + on * (sty + sam);
-        styled += i >= 4 && sty + sam > 1e-3;
+        double on = i >= 4 ? 1.0 : 0.0, want = rec + con + 0.1 * com + on * (sty + sam + fra);
+        styled += i >= 4 && sty + sam + fra > 1e-3;
         if (!(fabs(tot - want) <= 1e-5 * (1 + fabs(want)))) {
             fprintf(stderr, "    step %d: loss %.9g, want %.9g (style and sample %s)\n", i + 1, tot, want,
                     on ? "on" : "off");
@@ -415,7 +413,7 @@ TEST(train_style_from_step_switches_the_style_terms_on) {
            log_value(da, "val", 0, "content") + log_value(da, "val", 0, "fragment");
     free(da); free(db); free(dir);
     CHECK(bad == 0, "%d mismatches", bad);
-    CHECK(styled > 0, "the style and sample hinges were 0 at every step after the switch: the test cannot tell");
+    CHECK(styled > 0, "the style, sample and fragment hinges were 0 after the switch: the test cannot tell");
     CHECK(fabs(v_tot - (v_rest + v_sty + v_sam)) <= 1e-5 * (1 + v_tot) && v_sty + v_sam > 1e-3,
           "validation loss %.9g without its style/sample terms (%.9g + %.9g + %.9g)", v_tot, v_rest, v_sty, v_sam);
     return 0;

@@ -96,12 +96,15 @@ typedef struct {
     V3LossCfg full_loss; /* the config's loss weights (validation; training from loss_config.style_from_step on) */
 } Run;
 
-/* Puts the loss weights of a training step (style_on = 0: before loss_config.style_from_step, the style and sample
- * weights at 0) or of validation (style_on = 1) in place; remakes the V3 workspaces only when they change. */
+/* Puts the loss weights of a training step (style_on = 0: before loss_config.style_from_step, the weights of the
+ * terms that involve the style code, style, sample and fragment, at 0) or of validation (style_on = 1) in place;
+ * remakes the V3 workspaces only when they change. */
 static int use_loss_weights(Run *r, int style_on) {
     V3LossCfg want = r->full_loss;
-    if (!style_on) want.w_style = want.w_sample = 0;
-    if (r->m->loss.w_style == want.w_style && r->m->loss.w_sample == want.w_sample) return 0;
+    if (!style_on) want.w_style = want.w_sample = want.w_fragment = 0;
+    if (r->m->loss.w_style == want.w_style && r->m->loss.w_sample == want.w_sample &&
+        r->m->loss.w_fragment == want.w_fragment)
+        return 0;
     return step_set_loss(r->st, &want);
 }
 
