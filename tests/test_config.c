@@ -96,6 +96,23 @@ TEST(config_loads_phonenums) {
     return check_common(&c);
 }
 
+/* The demo's configuration (make demo): the width-64, K = 10 model on the full set, with the style-side terms held
+ * back for the first 1000 steps (issue 18). */
+TEST(config_loads_phonenums_demo) {
+    Config c;
+    config_defaults(&c);
+    CHECK(c.style_from_step == 0, "default style_from_step %d, want 0 (the authors' schedule)", c.style_from_step);
+    CHECK(config_load("configs/phonenums-demo.yaml", &c) == 0, "%s", v3_last_error());
+    CHECK(c.arch == ARCH_PHONENUMS && c.n_channels == 64 && c.n_atoms == 10, "model_config");
+    CHECK(c.style_from_step == 1000 && c.style_from_step < c.epochs * 50, "style_from_step %d", c.style_from_step);
+    CHECK(!strcmp(c.data_dir, "data/phonenums"), "data_dir %s", c.data_dir);
+    CHECK(config_set(&c, "loss_config.style_from_step=-1") == -1 && has("'loss_config.style_from_step'"),
+          "a negative step accepted: %s", v3_last_error());
+    CHECK(config_set(&c, "loss_config.style_from_step=2.5") == -1, "a fractional step accepted");
+    CHECK(config_validate(&c) == 0, "shipped config fails validation: %s", v3_last_error());
+    return 0;
+}
+
 TEST(config_loads_sprites) {
     Config c;
     config_defaults(&c);
