@@ -13,11 +13,12 @@ int plot_available(void);
 int plot_heatmap(const char *path, const char *title, const double *M, const int64_t *counts, int rows, int cols,
                  const char *const *row_names, const char *const *col_names, const char *xlabel, const char *ylabel);
 
-/* Scatter of Y [N, 2] coloured by label (n_labels distinct colours from a fixed qualitative palette; label < 0
- * grey), with a legend of label_names (may be NULL: then the numbers). extra != NULL marks n_extra extra points
- * with black crosses, listed in the legend as "codebook atoms" (what eval draws with them). */
+/* Scatter of Y [N, 2] coloured by label (n_labels distinct colours from a fixed qualitative palette, or label_rgb
+ * [n_labels x 3] when the labels ARE colours, e.g. PhoneNums' ink; label < 0 grey), with a legend of label_names
+ * (may be NULL: then the numbers). extra != NULL marks n_extra extra points with black crosses, listed in the
+ * legend as "codebook atoms" (what eval draws with them). */
 int plot_scatter(const char *path, const char *title, const float *Y, int N, const int32_t *label, int n_labels,
-                 const char *const *label_names, const float *extra, int n_extra);
+                 const char *const *label_names, const uint8_t *label_rgb, const float *extra, int n_extra);
 
 /* Line chart: panel p of n_panels (laid out in a grid) shows its series; series s has n[s] points (x[s], y[s]),
  * a name and a panel index. log_y[p] != 0 draws panel p with a log y axis (non-positive values skipped). */

@@ -150,7 +150,7 @@ TEST(plot_scatter_draws_labels_legend_and_extras) {
     for (int k = 0; k < K; k++) E[2 * k] = (float)(10 * cos(2 * 3.14159265 * (k + 1) / (K + 1))), E[2 * k + 1] = (float)(10 * sin(2 * 3.14159265 * (k + 1) / (K + 1)));
     Y[0] = NAN; /* skipped, not fatal */
     const char *names[K] = {"zero", "one", "two", "three"};
-    CHECK(!plot_scatter(test_path(dir, "sc.png"), "Scatter test", Y, N, lab, K, names, E, K), "plot_scatter: %s",
+    CHECK(!plot_scatter(test_path(dir, "sc.png"), "Scatter test", Y, N, lab, K, names, NULL, E, K), "plot_scatter: %s",
           v3_last_error());
     uint8_t *pix;
     int w, h;
@@ -164,9 +164,18 @@ TEST(plot_scatter_draws_labels_legend_and_extras) {
     CHECK(count_colour(pix, w, h, black, 10) >= 4 * 10, "no black crosses");
     free(pix);
     /* label names NULL, no labels at all, no extras: fine; an out-of-range label is an error */
-    CHECK(!plot_scatter(test_path(dir, "sc2.png"), NULL, Y, N, NULL, 0, NULL, NULL, 0), "unlabelled: %s", v3_last_error());
+    CHECK(!plot_scatter(test_path(dir, "sc2.png"), NULL, Y, N, NULL, 0, NULL, NULL, NULL, 0), "unlabelled: %s", v3_last_error());
+    /* labels that are colours: the legend's swatches are those colours, and tab10 blue is gone */
+    const uint8_t ink[K * 3] = {200, 30, 40, 20, 160, 60, 90, 40, 150, 240, 170, 0};
+    CHECK(!plot_scatter(test_path(dir, "sc4.png"), "ink", Y, N, lab, K, names, ink, NULL, 0), "rgb: %s",
+          v3_last_error());
+    CHECK(!png_read_rgb(test_path(dir, "sc4.png"), 0, 0, &pix, &w, &h), "decode: %s", v3_last_error());
+    for (int k = 0; k < K; k++)
+        CHECK(count_colour(pix, w, h, ink + 3 * k, 2) >= 20, "label %d not drawn in its colour", k);
+    CHECK(count_colour(pix, w, h, blue, 2) == 0, "the palette's blue drawn although label colours were given");
+    free(pix);
     lab[5] = K;
-    CHECK(plot_scatter(test_path(dir, "sc3.png"), "x", Y, N, lab, K, NULL, NULL, 0) == -1 &&
+    CHECK(plot_scatter(test_path(dir, "sc3.png"), "x", Y, N, lab, K, NULL, NULL, NULL, 0) == -1 &&
               strstr(v3_last_error(), "point 5"), "label %d accepted: %s", K, v3_last_error());
     return test_done(0, dir);
 }

@@ -12,6 +12,7 @@
 #include "fragment_tiles.h"
 #include "griffinlim.h"
 #include "insnotes.h"
+#include "phonenums.h"
 #include "plot.h"
 #include "progress.h"
 #include "rng.h"
@@ -99,6 +100,12 @@ int eval_fig_tsne(const char *dir, const DataSource *ds, const Encoded *e, const
         ls[i] = e->style[pick[i]];
     }
     char **cn = names_of(ds, (int)ds->n_content, 0), **sn = names_of(ds, (int)ds->n_style, 1);
+    /* PhoneNums' styles are ink colours: plot each in its own colour, so "blue" is blue */
+    uint8_t inkbuf[8 * 3], *ink = NULL;
+    if (!strcmp(ds->kind, "phonenums") && ds->n_style <= 8) {
+        for (int s = 0; s < (int)ds->n_style; s++) phonenums_colour_rgb(ds->ood, s, inkbuf + 3 * s);
+        ink = inkbuf;
+    }
     TsneOpts to;
     tsne_defaults(&to);
     to.seed = seed;
@@ -119,7 +126,8 @@ int eval_fig_tsne(const char *dir, const DataSource *ds, const Encoded *e, const
                      by == 0 ? "content" : "style");
             snprintf(path, sizeof path, "%s/tsne_%s_by_%s.png", dir, what, by == 0 ? "content" : "style");
             rc = plot_scatter(path, title, Y, n, by == 0 ? lc : ls, by == 0 ? (int)ds->n_content : (int)ds->n_style,
-                              (const char *const *)(by == 0 ? cn : sn), extra ? Y + (size_t)n * 2 : NULL, extra);
+                              (const char *const *)(by == 0 ? cn : sn), by == 1 ? ink : NULL,
+                              extra ? Y + (size_t)n * 2 : NULL, extra);
             if (!rc) list_file(files, first, strrchr(path, '/') + 1);
         }
     }

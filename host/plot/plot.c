@@ -80,7 +80,8 @@ int plot_heatmap(const char *path, const char *title, const double *M, const int
     return NEEDS_CAIRO(path);
 }
 int plot_scatter(const char *path, const char *title, const float *Y, int N, const int32_t *label, int n_labels,
-                 const char *const *label_names, const float *extra, int n_extra) {
+                 const char *const *label_names, const uint8_t *label_rgb, const float *extra, int n_extra) {
+    (void)label_rgb;
     return NEEDS_CAIRO(path);
 }
 int plot_lines(const char *path, const char *title, const char *const *panel_titles, const int *log_y, int n_panels,
@@ -450,8 +451,17 @@ static void cross(cairo_t *cr, double x, double y, double r) {
     cairo_line_to(cr, x + r, y - r);
 }
 
+/* label l's colour: label_rgb's when given, else the palette's */
+static void label_colour(const uint8_t *label_rgb, int l, double c[3]) {
+    if (!label_rgb) {
+        plot_palette(l, c);
+        return;
+    }
+    for (int j = 0; j < 3; j++) c[j] = label_rgb[3 * l + j] / 255.0;
+}
+
 int plot_scatter(const char *path, const char *title, const float *Y, int N, const int32_t *label, int n_labels,
-                 const char *const *label_names, const float *extra, int n_extra) {
+                 const char *const *label_names, const uint8_t *label_rgb, const float *extra, int n_extra) {
     if (!path) return v3_error("plot_scatter: NULL path");
     if (N < 0 || n_extra < 0 || n_labels < 0 || (N > 0 && !Y) || (n_extra > 0 && !extra))
         return v3_error("%s: scatter needs N >= 0 points (got %d), n_labels >= 0 and the arrays", path, N);
@@ -525,7 +535,7 @@ int plot_scatter(const char *path, const char *title, const float *Y, int N, con
             double x = Y[2 * i], y = Y[2 * i + 1];
             if (!isfinite(x) || !isfinite(y)) continue;
             double c[3] = {0.62, 0.62, 0.62};
-            if (l >= 0) plot_palette(l, c);
+            if (l >= 0) label_colour(label_rgb, l, c);
             cairo_set_source_rgba(cr, c[0], c[1], c[2], 0.8);
             cairo_arc(cr, px(&a, x), py(&a, y), rad, 0, 2 * PI);
             cairo_fill(cr);
@@ -549,7 +559,7 @@ int plot_scatter(const char *path, const char *title, const float *Y, int N, con
         const char *s;
         if (e < n_labels) {
             double c[3];
-            plot_palette(e, c);
+            label_colour(label_rgb, e, c);
             cairo_set_source_rgb(cr, c[0], c[1], c[2]);
             cairo_arc(cr, x + 6, y, 5, 0, 2 * PI);
             cairo_fill(cr);
