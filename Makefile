@@ -160,7 +160,7 @@ test-run: v3 tests/run_tests tools/replay
 	V3_TB_PYTHON=$(VENV_PY) V3_ST_PYTHON=$(VENV_PY) ./tests/run_tests
 
 # The README's main command: a real run on the CPU: generate the full-size PhoneNums set and its OOD set (FreeType,
-# seconds each), train configs/phonenums-demo.yaml (width 64, K = 10, 2000 steps, about 8 min on 2 cores), then
+# seconds each), train configs/phonenums-demo.yaml (width 64, K = 10, 2000 steps, about 11 min on 2 cores), then
 # `v3 eval` of the final weights (metrics table, verdict, figures in runs/demo/eval/). --device cpu: the CUDA path
 # has not yet been run on a GPU. DEMO_STEPS=N stops training earlier (a quick look; RESULTS.md's numbers are for
 # the full run).
