@@ -152,12 +152,17 @@ static int run_train(const char *cfg, const char *out, long steps, int resume) {
     return test_train_cpu(cfg, out, steps, resume, NULL, NULL);
 }
 
+/* The synthetic environment with two run directories, DIR/a and DIR/b, for tests that compare two runs. */
+static char *ab_run_env(const char *tag, char cfg[600], char a[700], char b[700]) {
+    char *dir = make_run_env(tag, cfg, 600, NULL);
+    if (dir) snprintf(a, 700, "%s/a", dir), snprintf(b, 700, "%s/b", dir);
+    return dir;
+}
+
 TEST(train_resume_is_bit_identical) {
     char cfg[600], a[700], b[700], la[800], lb[800];
-    char *dir = make_run_env("resume", cfg, sizeof cfg, NULL);
+    char *dir = ab_run_env("resume", cfg, a, b);
     CHECK(dir, "environment");
-    snprintf(a, sizeof a, "%s/a", dir);
-    snprintf(b, sizeof b, "%s/b", dir);
     /* 20 samples at batch 8 = 3 steps per epoch; stop mid-epoch at step 4, resume to 8 */
     CHECK(run_train(cfg, a, 8, 0) == 0, "uninterrupted run: %s", v3_last_error());
     CHECK(run_train(cfg, b, 4, 0) == 0, "first half: %s", v3_last_error());
@@ -370,10 +375,8 @@ TEST(train_device_ref_and_cpu_agree) {
 
 TEST(train_style_from_step_switches_the_style_terms_on) {
     char cfg[600], a[700], b[700], la[800], lb[800];
-    char *dir = make_run_env("stylefrom", cfg, sizeof cfg, NULL);
+    char *dir = ab_run_env("stylefrom", cfg, a, b);
     CHECK(dir, "environment");
-    snprintf(a, sizeof a, "%s/a", dir);
-    snprintf(b, sizeof b, "%s/b", dir);
     CHECK(test_train_cpu(cfg, a, 8, 0, NULL, "loss_config.style_from_step=4") == 0, "scheduled run: %s",
           v3_last_error());
     TrainOpts o;

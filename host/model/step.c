@@ -204,6 +204,13 @@ static int plan_stage(Step *st, const Stage *s, StagePlans *p, int N) {
     return 0;
 }
 
+/* The V3 workspace of a plan set, with the model's current loss weights (NULL + v3_error on failure). */
+static void *make_v3(Step *s, int N) {
+    Model *m = s->m;
+    int n = m->cfg.n_fragments;
+    return s->be->v3_create(&m->loss, N / n, n, m->dc, m->ds);
+}
+
 /* The plan set for N rows, made on first use (cuDNN algorithm choice happens here, outside any timed step).
  * The V3 workspace exists only for row counts that are whole samples. */
 static PlanSet *plans_for(Step *s, int N) {
@@ -227,7 +234,7 @@ static PlanSet *plans_for(Step *s, int N) {
         if (plan_stage(s, &m->enc[i], &ps->enc[i], N)) goto fail;
     for (int i = 0; i < m->n_dec; i++)
         if (plan_stage(s, &m->dec[i], &ps->dec[i], N)) goto fail;
-    if (N % n == 0 && N / n >= 2 && !(ps->v3 = s->be->v3_create(&m->loss, N / n, n, m->dc, m->ds))) goto fail;
+    if (N % n == 0 && N / n >= 2 && !(ps->v3 = make_v3(s, N))) goto fail;
     s->nsets++;
     return ps;
 fail:
@@ -236,14 +243,12 @@ fail:
 }
 
 int step_set_loss(Step *s, const V3LossCfg *cfg) {
-    Model *m = s->m;
-    m->loss = *cfg;
+    s->m->loss = *cfg;
     for (int i = 0; i < s->nsets; i++) {
         PlanSet *ps = &s->sets[i];
         if (!ps->v3) continue;
         s->be->v3_destroy(ps->v3);
-        int n = m->cfg.n_fragments;
-        if (!(ps->v3 = s->be->v3_create(&m->loss, ps->N / n, n, m->dc, m->ds))) return -1;
+        if (!(ps->v3 = make_v3(s, ps->N))) return -1;
     }
     return 0;
 }
