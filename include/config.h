@@ -31,6 +31,9 @@ typedef struct {
     /* loss_config */
     double w_recon, w_content, w_style, w_sample, w_fragment, w_commit;
     double relativity;
+    double r_content, r_style, r_sample, r_fragment; /* ours (loss_config.term_relativity.<term>_loss): one
+                                 term's own r, e.g. a larger r for the content hinge alone; 0 (default) =
+                                 relativity (NOTES.md, issue 18) */
     int supersample_content;  /* bool */
     char tie_gradient[16];    /* ours: "pytorch" (default) or "zero": the V3 statistics' gradient where two
                                  quantised codes coincide (NOTES.md, "Ties in the quantised codes") */

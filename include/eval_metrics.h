@@ -43,6 +43,13 @@ double hungarian_max(const double *w, int rows, int cols, int *assign);
 /* One-to-one accuracy: the fraction of fragments on atoms whose Hungarian-assigned class is their label
  * (atoms left unassigned when K > C count as wrong). atom_class[K] receives the assignment (-1 = none). */
 double one_to_one_accuracy(const int64_t *M, int K, int C, int *atom_class);
+/* One-to-one accuracy within each style (ours, issue 18): the Hungarian map fitted separately on the fragments of
+ * each style label s in [0,S), and the fraction of all counted fragments it gets right (styles weighted by their
+ * fragments). Far above one_to_one_accuracy it means each style has its own atom -> class permutation: every page
+ * still holds one atom per class, which is all the V3 statistics can see. per_style[S] (if not NULL) gets each
+ * style's accuracy (NAN for a style with no fragments). Fragments with a label or atom out of range are skipped. */
+double one_to_one_within_styles(const int *atom, const int32_t *content, const int32_t *style, int N, int K, int C,
+                                int S, double *per_style);
 /* Majority class of each atom (lowest class on ties; -1 for unused atoms). */
 void atom_majority(const int64_t *M, int K, int C, int *atom_class);
 

@@ -30,6 +30,22 @@ V3_HD static inline double v3_hinge(double r, double t, int *active) {
     return a ? (r - t) / r : 0.0;
 }
 
+/* A term's relativity: its own r_* where set (> 0), else the common relativity. */
+V3_HD static inline double v3_term_r(double r_term, double r) { return r_term > 0 ? r_term : r; }
+
+/* The four hinges content, style, sample, fragment (in that order) from the statistics, each with its own r, and
+ * their activity indicators (a may be NULL). */
+V3_HD static inline void v3_hinges(const V3LossCfg *cfg, double Fc, double Sc, double Fs, double Ss, double Ss_ss,
+                                   double h[4], int a[4]) {
+    const double r = cfg->relativity, eps = cfg->eps, Sce = Sc + eps, Fse = Fs + eps;
+    int dummy[4];
+    if (!a) a = dummy;
+    h[0] = v3_hinge(v3_term_r(cfg->r_content, r), Fc / Sce, &a[0]);
+    h[1] = v3_hinge(v3_term_r(cfg->r_style, r), Ss / Fse, &a[1]);
+    h[2] = v3_hinge(v3_term_r(cfg->r_sample, r), Ss_ss / Sce, &a[2]);
+    h[3] = v3_hinge(v3_term_r(cfg->r_fragment, r), Fc / Fse, &a[3]);
+}
+
 /* dL/d(statistic) of the weighted hinge loss. Without supersample_content S_s^ss is S_s, and dSs already
  * includes dSs_ss (the sample term's share); with it, dSs_ss belongs to the supersample means only. */
 typedef struct {
@@ -39,13 +55,15 @@ typedef struct {
 /* The coefficients from the statistics (Ss_ss = Ss without supersample_content), in v3_loss's operation order. */
 V3_HD static inline V3Coef v3_coef(const V3LossCfg *cfg, double Fc, double Sc, double Fs, double Ss, double Ss_ss) {
     const double r = cfg->relativity, eps = cfg->eps, Sce = Sc + eps, Fse = Fs + eps;
-    int a_con, a_sty, a_samp, a_frag;
-    v3_hinge(r, Fc / Sce, &a_con);
-    v3_hinge(r, Ss / Fse, &a_sty);
-    v3_hinge(r, Ss_ss / Sce, &a_samp);
-    v3_hinge(r, Fc / Fse, &a_frag);
-    const double wc = cfg->w_content * a_con, wst = cfg->w_style * a_sty, wsa = cfg->w_sample * a_samp,
-                 wf = cfg->w_fragment * a_frag;
+    double h[4];
+    int a[4];
+    v3_hinges(cfg, Fc, Sc, Fs, Ss, Ss_ss, h, a);
+    /* A term with its own r_x has gradient (w/r_x) = (w * r/r_x)/r: scaling its weight by r/r_x keeps the common
+     * 1/r below, and the factor is exactly 1.0 where r_x = r, so the single-r form's bits are unchanged. */
+    const double wc = cfg->w_content * a[0] * (r / v3_term_r(cfg->r_content, r)),
+                 wst = cfg->w_style * a[1] * (r / v3_term_r(cfg->r_style, r)),
+                 wsa = cfg->w_sample * a[2] * (r / v3_term_r(cfg->r_sample, r)),
+                 wf = cfg->w_fragment * a[3] * (r / v3_term_r(cfg->r_fragment, r));
     V3Coef c;
     c.dFc = -(wc / Sce + wf / Fse) / r;
     c.dSc = V3_DADD(V3_DMUL(wc, Fc), V3_DMUL(wsa, Ss_ss)) / V3_DMUL(Sce, Sce) / r;

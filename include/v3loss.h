@@ -17,6 +17,9 @@ typedef struct {
     /* The rest of the objective, so the step reads every loss weight from one place (model_build fills all of
      * them from loss_config.weights): total = w_recon * recon + weighted V3 terms + w_commit * commit. */
     double w_recon, w_commit;
+    /* ours (loss_config.term_relativity): a term's own r; 0 = relativity. Where it equals relativity the loss
+     * and its gradient are bit-identical to the single-r form (include/v3_coef.h). */
+    double r_content, r_style, r_sample, r_fragment;
 } V3LossCfg;
 
 typedef struct {

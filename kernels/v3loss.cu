@@ -280,11 +280,9 @@ __global__ void __launch_bounds__(V3S_THREADS) v3s_reduce_kernel(V3Args a) {
     const double Fs = red[2][0] / B, Ss = samp[2];
     const double Ss_ss = a.ss ? samp[3] : Ss;
     const V3LossCfg cfg_local = a.cfg, *cfg = &cfg_local; /* a local copy: nothing below can alias it */
-    const double r = cfg->relativity, eps = cfg->eps;
-    const double content = v3_hinge(r, Fc / (Sc + eps), NULL);
-    const double style = v3_hinge(r, Ss / (Fs + eps), NULL);
-    const double sample = v3_hinge(r, Ss_ss / (Sc + eps), NULL);
-    const double fragment = v3_hinge(r, Fc / (Fs + eps), NULL);
+    double h[4];
+    v3_hinges(cfg, Fc, Sc, Fs, Ss, Ss_ss, h, NULL);
+    const double content = h[0], style = h[1], sample = h[2], fragment = h[3];
     /* Explicit rounding (no FMA contraction), as the host computes it. */
     const double weighted =
         __dadd_rn(__dadd_rn(__dadd_rn(__dmul_rn(cfg->w_content, content), __dmul_rn(cfg->w_style, style)),

@@ -536,6 +536,8 @@ static void small_cases(CaseList *L) {
     v3_cases(L, &v, 3, 4, 7, 3, 1, 0, "");
     v.supersample_content = 1;
     v3_cases(L, &v, 4, 4, 7, 3, 0, 0, "");
+    v.supersample_content = 0, v.r_content = 8.0, v.r_style = 1.5, v.r_fragment = 5.0; /* term_relativity */
+    v3_cases(L, &v, 3, 4, 7, 3, 0, 0, ", term r 8/1.5/3/5");
     Config cfg;
     config_defaults(&cfg);
     adamw_case(L, 1, 1, &cfg, 0, ""), adamw_case(L, 4099, 1, &cfg, 0, ""), adamw_case(L, 2097152 + 77, 1000, &cfg, 0, "");

@@ -96,6 +96,43 @@ TEST(config_loads_phonenums) {
     return check_common(&c);
 }
 
+/* loss_config.term_relativity: a term's own r, 0 (default) for loss_config.relativity; negative or non-finite
+ * values are refused with the key's name, and a set value survives the saved run config. */
+TEST(config_term_relativity) {
+    Config c;
+    config_defaults(&c);
+    CHECK(c.r_content == 0 && c.r_style == 0 && c.r_sample == 0 && c.r_fragment == 0, "defaults not 0");
+    CHECK(config_set(&c, "loss_config.term_relativity.content_loss=60") == 0 &&
+              config_set(&c, "loss_config.term_relativity.fragment_loss=4.5") == 0, "%s", v3_last_error());
+    CHECK(near(c.r_content, 60) && near(c.r_fragment, 4.5) && c.r_style == 0 && c.r_sample == 0, "values not set");
+    CHECK(config_validate(&c) == 0, "valid term relativity refused: %s", v3_last_error());
+    const char *path = "/tmp/v3_test_term_r.yaml";
+    CHECK(config_save(&c, path) == 0, "%s", v3_last_error());
+    Config d;
+    config_defaults(&d);
+    int rc = config_load(path, &d);
+    remove(path);
+    CHECK(rc == 0, "saved config does not load: %s", v3_last_error());
+    CHECK(near(d.r_content, 60) && near(d.r_fragment, 4.5) && d.r_style == 0, "term relativity lost in the saved config");
+    CHECK(config_set(&c, "loss_config.term_relativity.style_loss=-2") == 0 && config_validate(&c) == -1 &&
+              has("'loss_config.term_relativity.style_loss'"), "a negative term relativity accepted: %s",
+          v3_last_error());
+    return 0;
+}
+
+/* The InsNotes CPU configuration (issue 18): the smallest width the InsNotes architecture allows, K = 12 pitch
+ * classes, the demo's loss settings with the style-side terms held back for the first half of the run. */
+TEST(config_loads_insnotes_cpu) {
+    Config c;
+    config_defaults(&c);
+    CHECK(config_load("configs/insnotes-cpu.yaml", &c) == 0, "%s", v3_last_error());
+    CHECK(c.arch == ARCH_INSNOTES && c.n_channels == 128 && c.n_atoms == 12 && c.n_fragments == 12, "model_config");
+    CHECK(c.style_from_step > 0 && c.style_from_step < c.epochs * 60, "style_from_step %d", c.style_from_step);
+    CHECK(!strcmp(c.data_dir, "data/insnotes"), "data_dir %s", c.data_dir);
+    CHECK(config_validate(&c) == 0, "shipped config fails validation: %s", v3_last_error());
+    return 0;
+}
+
 /* The demo's configuration (make demo): the width-64, K = 10 model on the full set, with the style-side terms held
  * back for the first 1000 steps (issue 18). */
 TEST(config_loads_phonenums_demo) {

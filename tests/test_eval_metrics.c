@@ -360,6 +360,38 @@ TEST(eval_one_to_one_accuracy) {
     return 0;
 }
 
+/* Within-style one-to-one: two styles with their own permutations of 4 atoms are each a bijection (1.0) while the
+ * global map gets only half; a third style whose classes all fall on one atom scores 1/4; labels or atoms out of
+ * range are skipped, and an absent style is NAN. */
+TEST(eval_one_to_one_within_styles) {
+    enum { C = 4, S = 4, PER = 5 };
+    const int perm[2][C] = {{0, 1, 2, 3}, {1, 0, 3, 2}};
+    int atom[3 * C * PER + 2];
+    int32_t content[3 * C * PER + 2], style[3 * C * PER + 2];
+    int N = 0;
+    for (int s = 0; s < 3; s++)
+        for (int c = 0; c < C; c++)
+            for (int k = 0; k < PER; k++, N++) {
+                content[N] = c, style[N] = s;
+                atom[N] = s < 2 ? perm[s][c] : 3; /* style 2: every class on atom 3 */
+            }
+    atom[N] = 0, content[N] = -1, style[N] = 0, N++;  /* no content label: skipped */
+    atom[N] = -1, content[N] = 0, style[N] = 1, N++;  /* no atom: skipped */
+    double per[S];
+    double w = one_to_one_within_styles(atom, content, style, N, C, C, S, per);
+    CHECK(per[0] == 1.0 && per[1] == 1.0, "bijective styles %g %g", per[0], per[1]);
+    CHECK(close_to(per[2], 0.25, 1e-15), "collapsed style %g, want 1/4", per[2]);
+    CHECK(isnan(per[3]), "absent style %g, want NAN", per[3]);
+    CHECK(close_to(w, (20 + 20 + 5) / 60.0, 1e-15), "weighted mean %g", w);
+    /* the global map of the same fragments: 0.5 on styles 0 and 1, ... far below the within-style value */
+    int64_t M[C * C];
+    int ac[C];
+    confusion_counts(atom, content, N, C, C, M);
+    double g = one_to_one_accuracy(M, C, C, ac);
+    CHECK(g < w - 0.2, "global one-to-one %g not below the within-style %g", g, w);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- zero-shot / mapped ---------------------- */
 TEST(eval_zero_shot_and_mapped) {
     /* majority classes of 5 atoms: {0, -1, 0, 1, -1}: stable sort -> atoms 1, 4 (unused), 0, 2 (class 0), 3 */

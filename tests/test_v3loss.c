@@ -67,7 +67,7 @@ static double lctx_loss(void *p) {
 
 static void lctx_init(LCtx *c, int B, int n, int d, unsigned seed, double r) {
     memset(c, 0, sizeof *c);
-    c->cfg = (V3LossCfg){1.0, 0.7, 1.3, 0.9, r, 1e-5, 0};
+    c->cfg = (V3LossCfg){.w_content = 1.0, .w_style = 0.7, .w_sample = 1.3, .w_fragment = 0.9, .relativity = r, .eps = 1e-5};
     c->B = B; c->n = n; c->d = d;
     size_t N = (size_t)B * n * d;
     c->zc = falloc(N); c->q = falloc(N); c->zs = falloc(N); c->off = falloc(N);
@@ -141,6 +141,68 @@ TEST(v3_grad_fd_some_hinges_inactive) {
     return rc;
 }
 
+/* loss_config.term_relativity: each hinge with its own r, against the direct formula, and the gradient against
+ * finite differences with all four hinges active at four different r (and with one of them off). */
+TEST(v3_term_relativity_hinges_and_fd) {
+    LCtx c;
+    lctx_init(&c, 5, 4, 3, 51, 15);
+    c.cfg.r_content = 40, c.cfg.r_style = 7, c.cfg.r_sample = 0 /* = relativity */, c.cfg.r_fragment = 3;
+    lctx_loss(&c);
+    V3Stats st;
+    v3_loss(&c.cfg, 5, 4, 3, 3, c.zc, c.q, c.zs, &st, NULL, NULL);
+    double Fc, Sc, Fs, Ss, e = 1e-5;
+    direct_stats(5, 4, 3, c.zc, c.q, c.zs, &Fc, &Sc, &Fs, &Ss);
+    double con = fmax(0, 40 - Fc / (Sc + e)) / 40, sty = fmax(0, 7 - Ss / (Fs + e)) / 7;
+    double sam = fmax(0, 15 - Ss / (Sc + e)) / 15, fra = fmax(0, 3 - Fc / (Fs + e)) / 3;
+    CHECK(fabs(st.content - con) < 1e-12 && fabs(st.style - sty) < 1e-12 && fabs(st.sample - sam) < 1e-12 &&
+              fabs(st.fragment - fra) < 1e-12, "hinges (%.9g %.9g %.9g %.9g) vs direct (%.9g %.9g %.9g %.9g)",
+          st.content, st.style, st.sample, st.fragment, con, sty, sam, fra);
+    /* all active, four different r */
+    c.cfg.relativity = 1e3, c.cfg.r_content = 3e3, c.cfg.r_style = 600, c.cfg.r_sample = 0, c.cfg.r_fragment = 1.7e3;
+    lctx_loss(&c);
+    v3_loss(&c.cfg, 5, 4, 3, 3, c.zc, c.q, c.zs, &st, NULL, NULL);
+    int active = st.content > 0 && st.style > 0 && st.sample > 0 && st.fragment > 0;
+    int rc = grad_check(&c, "term relativity, all active");
+    /* the style hinge off by its own r alone (the others keep r = 1e3) */
+    c.cfg.r_style = 1e-3;
+    lctx_loss(&c);
+    v3_loss(&c.cfg, 5, 4, 3, 3, c.zc, c.q, c.zs, &st, NULL, NULL);
+    int style_off = st.style == 0 && st.content > 0 && st.fragment > 0;
+    rc |= grad_check(&c, "term relativity, style off");
+    lctx_free(&c);
+    CHECK(active, "expected all four hinges active");
+    CHECK(style_off, "expected only the style hinge off (style %.3g)", st.style);
+    return rc;
+}
+
+/* A term relativity equal to loss_config.relativity gives the single-r loss and gradients bit for bit, so the
+ * default (0) and an explicit equal value train the same run as before the key existed. */
+TEST(v3_term_relativity_equal_r_is_bit_identical) {
+    LCtx c;
+    lctx_init(&c, 4, 5, 6, 61, 15);
+    lctx_loss(&c);
+    size_t N = (size_t)4 * 5 * 6;
+    float *g0 = falloc(N), *gs0 = falloc(N), *g1 = falloc(N), *gs1 = falloc(N);
+    V3Stats s0, s1;
+    v3_loss(&c.cfg, 4, 5, 6, 6, c.zc, c.q, c.zs, &s0, g0, gs0);
+    V3LossCfg same = c.cfg;
+    same.r_content = same.r_style = same.r_sample = same.r_fragment = 15;
+    v3_loss(&same, 4, 5, 6, 6, c.zc, c.q, c.zs, &s1, g1, gs1);
+    int eq = !memcmp(g0, g1, sizeof(float) * N) && !memcmp(gs0, gs1, sizeof(float) * N) &&
+             s0.weighted == s1.weighted && s0.content == s1.content && s0.fragment == s1.fragment;
+    int moved = 0; /* and a different r does change them: the comparison can fail */
+    same.r_content = 16;
+    v3_loss(&same, 4, 5, 6, 6, c.zc, c.q, c.zs, &s1, g1, gs1);
+    moved = memcmp(g0, g1, sizeof(float) * N) != 0 && s0.content != s1.content;
+    int active = s0.content > 0 && s0.fragment > 0;
+    ffree(g0); ffree(gs0); ffree(g1); ffree(gs1);
+    lctx_free(&c);
+    CHECK(active, "setup: the content and fragment hinges must be active");
+    CHECK(eq, "an explicit term relativity equal to r changed the loss or its gradient");
+    CHECK(moved, "r_content 16 left the content hinge and the gradient unchanged");
+    return 0;
+}
+
 TEST(v3_zero_distance_gives_zero_subgradient) {
     /* Two identical fragments in a sample (as when they share a codeword): the pair contributes no gradient,
      * and nothing is NaN. */
@@ -150,7 +212,7 @@ TEST(v3_zero_distance_gives_zero_subgradient) {
     fill_uniform(zc, N, 5, -1, 1);
     fill_uniform(zs, N, 6, -1, 1);
     memcpy(zc + d, zc, sizeof(float) * d); /* fragment 1 == fragment 0 in sample 0 */
-    V3LossCfg cfg = {1, 1, 1, 1, 1e3, 1e-5, 0};
+    V3LossCfg cfg = {.w_content = 1, .w_style = 1, .w_sample = 1, .w_fragment = 1, .relativity = 1e3, .eps = 1e-5};
     V3Stats st;
     v3_loss(&cfg, B, n, d, d, zc, zc, zs, &st, g, gs);
     int finite = 1;
@@ -228,7 +290,7 @@ TEST(v3_tie_gradient_pytorch_pushes_tied_pair) {
     for (size_t i = 0; i < N; i++) q[i] = zc[i] + 0.3f * (q[i] - zc[i]); /* codewords near their inputs */
     memcpy(q + d, q, sizeof(float) * d);
     v3_ste_value(N, zc, q, qs);
-    V3LossCfg cfg = {1, 1, 1, 1, 15, 1e-5, 0};
+    V3LossCfg cfg = {.w_content = 1, .w_style = 1, .w_sample = 1, .w_fragment = 1, .relativity = 15, .eps = 1e-5};
     V3Stats st0, st1;
     memset(g0, 0, sizeof(float) * N), memset(g1, 0, sizeof(float) * N);
     memset(gs0, 0, sizeof(float) * N), memset(gs1, 0, sizeof(float) * N);

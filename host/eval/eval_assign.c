@@ -136,6 +136,32 @@ double one_to_one_accuracy(const int64_t *M, int K, int C, int *atom_class) {
     return (double)hit / (double)tot;
 }
 
+double one_to_one_within_styles(const int *atom, const int32_t *content, const int32_t *style, int N, int K, int C,
+                                int S, double *per_style) {
+    if (K <= 0 || C <= 0 || S <= 0) return 0.0;
+    int64_t *M = xmalloc(sizeof(int64_t) * (size_t)K * C);
+    int *ac = xmalloc(sizeof(int) * (size_t)K), *sub = xmalloc(sizeof(int) * (size_t)(N > 0 ? N : 1));
+    int32_t *lab = xmalloc(sizeof(int32_t) * (size_t)(N > 0 ? N : 1));
+    int64_t hit = 0, tot = 0;
+    for (int s = 0; s < S; s++) {
+        int n = 0;
+        for (int i = 0; i < N; i++)
+            if (style[i] == s && atom[i] >= 0 && atom[i] < K && content[i] >= 0 && content[i] < C)
+                sub[n] = atom[i], lab[n] = content[i], n++;
+        if (per_style) per_style[s] = NAN;
+        if (n == 0) continue;
+        confusion_counts(sub, lab, n, K, C, M);
+        one_to_one_accuracy(M, K, C, ac);
+        int64_t h = 0;
+        for (int a = 0; a < K; a++)
+            if (ac[a] >= 0) h += M[(size_t)a * C + ac[a]];
+        if (per_style) per_style[s] = (double)h / n;
+        hit += h, tot += n;
+    }
+    free(M), free(ac), free(sub), free(lab);
+    return tot ? (double)hit / (double)tot : 0.0;
+}
+
 void atom_majority(const int64_t *M, int K, int C, int *atom_class) {
     for (int a = 0; a < K; a++) {
         const int64_t *r = M + (size_t)a * C;

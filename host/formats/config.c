@@ -72,6 +72,11 @@ static const KeyDef KEYS[] = {
     F("loss_config.weights.fragment_loss", K_NUM, w_fragment),
     F("loss_config.weights.commit_loss", K_NUM, w_commit),
     F("loss_config.relativity", K_NUM, relativity),
+    S("loss_config.term_relativity"),
+    F("loss_config.term_relativity.content_loss", K_NUM, r_content),
+    F("loss_config.term_relativity.style_loss", K_NUM, r_style),
+    F("loss_config.term_relativity.sample_loss", K_NUM, r_sample),
+    F("loss_config.term_relativity.fragment_loss", K_NUM, r_fragment),
     F("loss_config.supersample_content", K_BOOL, supersample_content),
     F("loss_config.tie_gradient", K_STR, tie_gradient),
     F("loss_config.style_from_step", K_NNINT, style_from_step),
@@ -574,6 +579,11 @@ static int validate_loss(const Config *c) {
         NEED(wv[i] >= 0 && isfinite(wv[i]), key, "a finite weight >= 0", wv[i]);
     }
     NEED(c->relativity > 0 && isfinite(c->relativity), "loss_config.relativity", "a number > 0", c->relativity);
+    const double rv[] = {c->r_content, c->r_style, c->r_sample, c->r_fragment};
+    for (int i = 0; i < 4; i++) {
+        snprintf(key, sizeof key, "loss_config.term_relativity.%s", wk[i + 1]);
+        NEED(rv[i] >= 0 && isfinite(rv[i]), key, "a number > 0, or 0 for loss_config.relativity", rv[i]);
+    }
     return 0;
 }
 

@@ -362,7 +362,9 @@ Model *model_build(const Config *c, uint64_t seed) {
 
     vq_init(&m->vq, c->n_atoms, m->dc, (float)c->vq_ema_decay, (float)c->threshold_ema_dead_code, c->kmeans_iters);
     m->loss = (V3LossCfg){.w_content = c->w_content, .w_style = c->w_style, .w_sample = c->w_sample,
-                          .w_fragment = c->w_fragment, .relativity = c->relativity, .eps = 1e-5,
+                          .w_fragment = c->w_fragment, .relativity = c->relativity,
+                          .r_content = c->r_content, .r_style = c->r_style, .r_sample = c->r_sample,
+                          .r_fragment = c->r_fragment, .eps = 1e-5,
                           .supersample_content = c->supersample_content, .w_recon = c->w_recon,
                           .w_commit = c->w_commit};
     m->tie_pytorch = !strcmp(c->tie_gradient, "pytorch");

@@ -88,11 +88,12 @@ int v3_supersample_n(int m) {
 }
 
 void v3_stats_finish(const V3LossCfg *cfg, V3Stats *st) {
-    double r = cfg->relativity, eps = cfg->eps;
-    st->content = v3_hinge(r, st->Fc / (st->Sc + eps), NULL);
-    st->style = v3_hinge(r, st->Ss / (st->Fs + eps), NULL);
-    st->sample = v3_hinge(r, st->Ss_ss / (st->Sc + eps), NULL);
-    st->fragment = v3_hinge(r, st->Fc / (st->Fs + eps), NULL);
+    double h[4];
+    v3_hinges(cfg, st->Fc, st->Sc, st->Fs, st->Ss, st->Ss_ss, h, NULL);
+    st->content = h[0];
+    st->style = h[1];
+    st->sample = h[2];
+    st->fragment = h[3];
     st->weighted = cfg->w_content * st->content + cfg->w_style * st->style + cfg->w_sample * st->sample +
                    cfg->w_fragment * st->fragment;
 }
