@@ -50,6 +50,9 @@ typedef struct {
     double threshold_ema_dead_code;
     double vq_ema_decay;
     int kmeans_iters;         /* ours, default 10 */
+    int kmeans_reinit_step;   /* ours: after this many training steps the codebook is drawn again by k-means on the
+                                 next step's batch, from the encoder as trained so far (the first draw sees a random
+                                 encoder); 0 (default): only the first draw, as the authors (NOTES.md, issue 18) */
 
     /* optimizer_config */
     char optimizer[16];       /* "AdamW" (SGD is rejected for now) */

@@ -373,6 +373,42 @@ TEST(train_device_ref_and_cpu_agree) {
  * the run is then exactly the one made by training N steps with those weights at 0 and resuming with them back on. The
  * loss logged each step must be the weighted sum of its terms with the weights in force at that step. */
 
+/* model_config.kmeans_reinit_step: the same run as without it up to the step, a different one from the step on
+ * (the codebook is drawn again), and a run stopped at that step and resumed matches the uninterrupted one. */
+TEST(train_kmeans_reinit_step_redraws_the_codebook) {
+    char cfg[600], a[700], b[700], c3[700], la[800], lb[800], lc[800];
+    char *dir = ab_run_env("kmreinit", cfg, a, b);
+    CHECK(dir, "environment");
+    snprintf(c3, sizeof c3, "%s/c", dir);
+    CHECK(test_train_cpu(cfg, a, 8, 0, NULL, "model_config.kmeans_reinit_step=4") == 0, "run with it: %s",
+          v3_last_error());
+    CHECK(test_train_cpu(cfg, b, 8, 0, NULL, NULL) == 0, "run without: %s", v3_last_error());
+    CHECK(test_train_cpu(cfg, c3, 4, 0, NULL, "model_config.kmeans_reinit_step=4") == 0, "first half: %s",
+          v3_last_error());
+    CHECK(test_train_cpu(cfg, c3, 8, 1, NULL, "model_config.kmeans_reinit_step=4") == 0, "resumed half: %s",
+          v3_last_error());
+    snprintf(la, sizeof la, "%s/log.jsonl", a);
+    snprintf(lb, sizeof lb, "%s/log.jsonl", b);
+    snprintf(lc, sizeof lc, "%s/log.jsonl", c3);
+    char *da, *db, *dc; long na, nb, nc;
+    CHECK(read_file(la, &da, &na) == 0 && read_file(lb, &db, &nb) == 0 && read_file(lc, &dc, &nc) == 0,
+          "logs missing");
+    int before_same = 1, after_differ = 0;
+    const char *keys[] = {"loss", "commit", "content"};
+    for (int i = 0; i < 8; i++)
+        for (int k = 0; k < 3; k++) {
+            int eq = log_value(da, "train", i, keys[k]) == log_value(db, "train", i, keys[k]);
+            if (i < 4) before_same &= eq;
+            else after_differ |= !eq;
+        }
+    int resumed_same = na == nc && !memcmp(da, dc, (size_t)na);
+    free(da); free(db); free(dc); free(dir);
+    CHECK(before_same, "the first 4 steps differ from the run without the key");
+    CHECK(after_differ, "steps 5-8 equal the run without the key: the codebook was not drawn again");
+    CHECK(resumed_same, "the run resumed at the re-draw step differs from the uninterrupted one");
+    return 0;
+}
+
 TEST(train_style_from_step_switches_the_style_terms_on) {
     char cfg[600], a[700], b[700], la[800], lb[800];
     char *dir = ab_run_env("stylefrom", cfg, a, b);

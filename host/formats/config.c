@@ -94,6 +94,7 @@ static const KeyDef KEYS[] = {
     F("model_config.threshold_ema_dead_code", K_NUM, threshold_ema_dead_code),
     F("model_config.vq_ema_decay", K_NUM, vq_ema_decay),
     F("model_config.kmeans_iters", K_NNINT, kmeans_iters),
+    F("model_config.kmeans_reinit_step", K_NNINT, kmeans_reinit_step),
     S("optimizer_config"),
     F("optimizer_config.optimizer", K_STR, optimizer),
     F("optimizer_config.lr", K_NUM, lr),

@@ -418,6 +418,8 @@ static int train_loop(Run *r, const TrainOpts *o, uint64_t step) {
         /* the batch is in the backend's memory when the loader put it there (bt->x_dev), else on the host */
         const float *x = bt->x_dev ? bt->x_dev : bt->x;
         if (use_loss_weights(r, step >= (uint64_t)c->style_from_step)) return -1;
+        /* model_config.kmeans_reinit_step: the quantiser's first-forward k-means runs again on this batch */
+        if (c->kmeans_reinit_step > 0 && step == (uint64_t)c->kmeans_reinit_step) r->m->vq.initted = 0.0f;
         if ((rc = step_forward(r->st, x, bt->x_dev != NULL, B, 1, VQ_TRAIN, &L)) == 0 &&
             (rc = test_nan(&L, step + 1)) == 0) {
             step_backward(r->st);
