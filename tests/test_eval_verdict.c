@@ -60,6 +60,15 @@ TEST(eval_verdict_does_not_judge_what_it_cannot) {
     v.purity = NAN;
     eval_verdict(&v, r);
     CHECK(r[1].result != VERDICT_PASS, "NaN purity passed");
+    /* the rows name the dataset's labels, in the plural where needed */
+    v = good();
+    v.content = "pitch", v.style = "instrument", v.K = 24, v.C = 12;
+    eval_verdict(&v, r);
+    CHECK(strstr(r[0].what, "atoms <-> pitches") && strstr(r[0].why, "12 pitches"), "InsNotes row: '%s' / '%s'",
+          r[0].what, r[0].why);
+    v = good();
+    eval_verdict(&v, r);
+    CHECK(strstr(r[0].what, "atoms <-> digits"), "PhoneNums row: '%s'", r[0].what);
     return 0;
 }
 

@@ -435,7 +435,7 @@ int eval_run(const EvalOpts *o) {
     print_row("codebook purity (weighted by fragments)", cb.purity_weighted, "");
     print_row("one-to-one accuracy (Hungarian atoms -> classes)", cb.one_to_one, "1 = a bijection");
     print_row("one-to-one within each style (a map per style)", cb.one_to_one_style,
-              "far above the row before: each style has its own atom order");
+              "if well above one-to-one: an atom order per style");
     print_row("PR-AUC content emb. by content label", pr[0].auc, "high is good");
     print_row("PR-AUC content emb. by style label", pr[1].auc, "low is good");
     print_row("PR-AUC style emb. by style label", pr[4].auc, "high is good");

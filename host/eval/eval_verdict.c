@@ -27,17 +27,26 @@ row(VerdictRow *r, const char *what, double value, double threshold, int at_leas
     va_end(ap);
 }
 
+/* English plural of a label kind (pitch -> pitches, digit -> digits). */
+static const char *plural(const char *k, char *buf, size_t n) {
+    size_t l = strlen(k);
+    int es = l >= 2 && (!strcmp(k + l - 2, "ch") || !strcmp(k + l - 2, "sh") || k[l - 1] == 's' || k[l - 1] == 'x');
+    snprintf(buf, n, "%s%s", k, es ? "es" : "s");
+    return buf;
+}
+
 int eval_verdict(const VerdictIn *in, VerdictRow *rows) {
     const char *c = in->content, *s = in->style;
-    char w[96];
+    char w[96], cs[48];
+    plural(c, cs, sizeof cs);
     /* 1. one code per content class (a bijection exists only when K equals the number of classes) */
-    snprintf(w, sizeof w, "one-to-one: atoms <-> %ss", c);
+    snprintf(w, sizeof w, "one-to-one: atoms <-> %s", cs);
     row(&rows[0], w, in->one_to_one, 0.9, 1, "confusion.png, codebook_sheet.png",
         "%.0f%% of fragments fall on the atom paired with their %s", 100 * in->one_to_one, c);
     if (in->K != in->C) {
         rows[0].result = VERDICT_NA;
-        snprintf(rows[0].why, sizeof rows[0].why, "not judged: K = %d atoms for %d %ss (a bijection needs K = %d)",
-                 in->K, in->C, c, in->C);
+        snprintf(rows[0].why, sizeof rows[0].why, "not judged: K = %d atoms for %d %s (a bijection needs K = %d)",
+                 in->K, in->C, cs, in->C);
     }
     /* 2. every used atom one content class */
     row(&rows[1], "codebook purity (authors)", in->purity, 0.95, 1, "codebook_sheet.png (one digit per column)",
