@@ -114,6 +114,9 @@ TEST(config_term_relativity) {
     remove(path);
     CHECK(rc == 0, "saved config does not load: %s", v3_last_error());
     CHECK(near(d.r_content, 60) && near(d.r_fragment, 4.5) && d.r_style == 0, "term relativity lost in the saved config");
+    CHECK(config_set(&c, "model_config.kmeans_reinit_step=1000") == 0 && c.kmeans_reinit_step == 1000, "reinit step");
+    CHECK(config_set(&c, "model_config.kmeans_reinit_step=-1") == -1 && has("'model_config.kmeans_reinit_step'"),
+          "a negative k-means redraw step accepted: %s", v3_last_error());
     CHECK(config_set(&c, "loss_config.term_relativity.style_loss=-2") == 0 && config_validate(&c) == -1 &&
               has("'loss_config.term_relativity.style_loss'"), "a negative term relativity accepted: %s",
           v3_last_error());

@@ -142,7 +142,8 @@ double one_to_one_within_styles(const int *atom, const int32_t *content, const i
     int64_t *M = xmalloc(sizeof(int64_t) * (size_t)K * C);
     int *ac = xmalloc(sizeof(int) * (size_t)K), *sub = xmalloc(sizeof(int) * (size_t)(N > 0 ? N : 1));
     int32_t *lab = xmalloc(sizeof(int32_t) * (size_t)(N > 0 ? N : 1));
-    int64_t hit = 0, tot = 0;
+    double hit = 0;
+    int64_t tot = 0;
     for (int s = 0; s < S; s++) {
         int n = 0;
         for (int i = 0; i < N; i++)
@@ -151,15 +152,12 @@ double one_to_one_within_styles(const int *atom, const int32_t *content, const i
         if (per_style) per_style[s] = NAN;
         if (n == 0) continue;
         confusion_counts(sub, lab, n, K, C, M);
-        one_to_one_accuracy(M, K, C, ac);
-        int64_t h = 0;
-        for (int a = 0; a < K; a++)
-            if (ac[a] >= 0) h += M[(size_t)a * C + ac[a]];
-        if (per_style) per_style[s] = (double)h / n;
-        hit += h, tot += n;
+        double acc = one_to_one_accuracy(M, K, C, ac); /* every one of the n fragments is counted in M */
+        if (per_style) per_style[s] = acc;
+        hit += acc * n, tot += n;
     }
     free(M), free(ac), free(sub), free(lab);
-    return tot ? (double)hit / (double)tot : 0.0;
+    return tot ? hit / (double)tot : 0.0;
 }
 
 void atom_majority(const int64_t *M, int K, int C, int *atom_class) {
