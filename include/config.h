@@ -35,6 +35,13 @@ typedef struct {
                                  term's own r, e.g. a larger r for the content hinge alone; 0 (default) =
                                  relativity (NOTES.md, issue 18) */
     int supersample_content;  /* bool */
+    int per_sample_hinges;    /* ours (bool, default false): the content, style and fragment hinges taken per sample
+                                 and averaged, so that a few samples whose codes fail are not outvoted by the
+                                 rest (include/v3_coef.h, NOTES.md issue 18); false: the authors' hinges */
+    char content_spread[16];  /* ours: "means" (default; the authors' S_c, the spread of the samples' content means)
+                                 or "energy" (the mean energy distance between the samples' sets of content codes,
+                                 which also sees codebooks whose atoms depend on the style but whose means agree;
+                                 NOTES.md, issue 18) */
     char tie_gradient[16];    /* ours: "pytorch" (default) or "zero": the V3 statistics' gradient where two
                                  quantised codes coincide (NOTES.md, "Ties in the quantised codes") */
     int style_from_step;      /* ours: training steps before this one run with the weights of the terms that

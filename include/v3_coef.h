@@ -74,4 +74,66 @@ V3_HD static inline V3Coef v3_coef(const V3LossCfg *cfg, double Fc, double Sc, d
     return c;
 }
 
+/* ours (loss_config.per_sample_hinges): the content, style and fragment hinges taken per sample b, each with that
+ * sample's own within-sample spreads F_c[b] = mpd(z_c[b])/2 + mpd(q[b])/2 and F_s[b] = mpd(z_s[b]), then
+ * averaged over the B samples: content = mean_b h(F_c[b]/(S_c+eps)), style = mean_b h(S_s/(F_s[b]+eps)),
+ * fragment = mean_b h(F_c[b]/(F_s[b]+eps)); the sample hinge compares two between-sample spreads and is unchanged.
+ * Why: F_c and F_s are means over samples, so a few samples whose content code is constant (one colour's digits
+ * all on one atom) or whose style code varies are outvoted by the rest, and the hinge is 0 while they stay lost
+ * (NOTES.md, issue 18). mzc, mq, mzs: the per-sample mpds [B]. Sums run over b in order, products rounded
+ * explicitly, so host and device agree bit for bit. */
+V3_HD static inline double v3_ps_Fc(const double *mzc, const double *mq, int b) { return 0.5 * mzc[b] + 0.5 * mq[b]; }
+
+/* The four hinge values of the per-sample form (content, style, sample, fragment). */
+V3_HD static inline void v3_hinges_ps(const V3LossCfg *cfg, int B, const double *mzc, const double *mq,
+                                      const double *mzs, double Sc, double Ss, double Ss_ss, double h[4]) {
+    const double r = cfg->relativity, eps = cfg->eps, Sce = Sc + eps;
+    const double rc = v3_term_r(cfg->r_content, r), rs = v3_term_r(cfg->r_style, r), rf = v3_term_r(cfg->r_fragment, r);
+    double hc = 0, hs = 0, hf = 0;
+    for (int b = 0; b < B; b++) {
+        const double Fcb = v3_ps_Fc(mzc, mq, b), Fseb = mzs[b] + eps;
+        hc += v3_hinge(rc, Fcb / Sce, NULL);
+        hs += v3_hinge(rs, Ss / Fseb, NULL);
+        hf += v3_hinge(rf, Fcb / Fseb, NULL);
+    }
+    h[0] = hc / B;
+    h[1] = hs / B;
+    h[2] = v3_hinge(v3_term_r(cfg->r_sample, r), Ss_ss / Sce, NULL);
+    h[3] = hf / B;
+}
+
+/* The per-sample form's coefficients: dFc_b[b] = dL/dF_c[b] and dFs_b[b] = dL/dF_s[b] (the 1/B of the mean
+ * included), and dSc, dSs, dSs_ss in the returned V3Coef (its dFc, dFs are 0). */
+V3_HD static inline V3Coef v3_coef_ps(const V3LossCfg *cfg, int B, const double *mzc, const double *mq,
+                                      const double *mzs, double Sc, double Ss, double Ss_ss, double *dFc_b,
+                                      double *dFs_b) {
+    const double r = cfg->relativity, eps = cfg->eps, Sce = Sc + eps;
+    const double rc = v3_term_r(cfg->r_content, r), rs = v3_term_r(cfg->r_style, r), rf = v3_term_r(cfg->r_fragment, r);
+    int asa;
+    v3_hinge(v3_term_r(cfg->r_sample, r), Ss_ss / Sce, &asa);
+    const double wsa = cfg->w_sample * asa * (r / v3_term_r(cfg->r_sample, r));
+    double sc = 0, ss = 0; /* sum_b wc_b F_c[b]; sum_b wst_b / (F_s[b]+eps) */
+    for (int b = 0; b < B; b++) {
+        const double Fcb = v3_ps_Fc(mzc, mq, b), Fseb = mzs[b] + eps;
+        int ac, as, af;
+        v3_hinge(rc, Fcb / Sce, &ac);
+        v3_hinge(rs, Ss / Fseb, &as);
+        v3_hinge(rf, Fcb / Fseb, &af);
+        const double wc = cfg->w_content * ac * (r / rc), wst = cfg->w_style * as * (r / rs),
+                     wf = cfg->w_fragment * af * (r / rf);
+        dFc_b[b] = -(wc / Sce + wf / Fseb) / r / B;
+        dFs_b[b] = V3_DADD(V3_DMUL(wst, Ss), V3_DMUL(wf, Fcb)) / V3_DMUL(Fseb, Fseb) / r / B;
+        sc = V3_DADD(sc, V3_DMUL(wc, Fcb));
+        ss = V3_DADD(ss, wst / Fseb);
+    }
+    V3Coef c;
+    c.dFc = 0;
+    c.dFs = 0;
+    c.dSc = V3_DADD(sc / B, V3_DMUL(wsa, Ss_ss)) / V3_DMUL(Sce, Sce) / r;
+    c.dSs = -(ss / B) / r;
+    c.dSs_ss = -(wsa / Sce) / r;
+    if (!cfg->supersample_content) c.dSs += c.dSs_ss;
+    return c;
+}
+
 #endif

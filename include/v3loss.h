@@ -20,6 +20,12 @@ typedef struct {
     /* ours (loss_config.term_relativity): a term's own r; 0 = relativity. Where it equals relativity the loss
      * and its gradient are bit-identical to the single-r form (include/v3_coef.h). */
     double r_content, r_style, r_sample, r_fragment;
+    /* ours (loss_config.per_sample_hinges): the content, style and fragment hinges per sample, averaged
+     * (include/v3_coef.h, v3_hinges_ps); 0 = the authors' hinges of the means. */
+    int per_sample;
+    /* ours (loss_config.content_spread: energy): S_c as the mean energy distance between the samples' sets of
+     * content codes instead of the distance between their means (v3_loss); 0 = means, the authors' S_c. */
+    int content_energy;
 } V3LossCfg;
 
 typedef struct {
@@ -41,6 +47,17 @@ int v3_supersample_n(int m);
 
 /* The hinges and the weighted sum from st's five statistics (v3_loss's last step; the cpu backend's too). */
 void v3_stats_finish(const V3LossCfg *cfg, V3Stats *st);
+
+/* The same for the per-sample form (cfg->per_sample): the hinges from st's S_c, S_s, S_s^ss and the per-sample
+ * mpds mzc, mq, mzs [B] (st's F_c and F_s stay the means, for the log). */
+void v3_stats_finish_ps(const V3LossCfg *cfg, V3Stats *st, int B, const double *mzc, const double *mq,
+                        const double *mzs);
+
+/* The mean distance between rows of different samples of X [B*n, d] (double), over ordered pairs:
+ * C = sum_{b != b'} sum_{k, l} |x_bk - x_b'l| / (B(B-1) n^2). If G != NULL, G += gscale * dC/dX (zero distances
+ * give the zero subgradient). With the within-sample mpd F it gives the mean energy distance between samples,
+ * 2 (C - (n-1)/n F) (loss_config.content_spread: energy). */
+double v3_cross_mean(const double *X, int B, int n, int d, double *G, double gscale);
 
 /* zc, q: [B*n, dc]; zs: [B*n, ds] (fragment index b*n+k). Fills st. If gzc/gzs are not NULL, ADDS the gradient
  * of st->weighted to them (q's share goes to zc: straight-through). Requires B >= 2 (B' >= 2) and n >= 2. */

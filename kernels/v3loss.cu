@@ -23,7 +23,10 @@
  *            K3 v3s_reduce_kernel   one block: fixed-order tree sums of the per-sample mpds and the row sums;
  *                                   Fc, Sc, Fs, Ss, Ss_ss, the four hinges, weighted (= the 10 stats) and the
  *                                   backward coefficients (v3_hinge, v3_coef: include/v3_coef.h, the
- *                                   host's own definitions), in v3_loss's operation order.
+ *                                   host's own definitions), in v3_loss's operation order. With
+ *                                   loss_config.per_sample_hinges (v3_hinges_ps, v3_coef_ps) the hinges come
+ *                                   from the per-sample mpds and the within-sample factors are per sample
+ *                                   (coefb), a loop over B in sample order.
  *   backward K4 v3s_backward_kernel grid (B, {content, style}, column chunks): thread per (sample, column),
  *                                   rows of the sample in turn: sum_j k/D_ij (x_i - x_j) over the sample (zc
  *                                   then q for content) from the cached inverse distances, plus the group terms
@@ -86,6 +89,8 @@ typedef struct {
     double *invw;       /* [3][B][P]: 1/D for pair p of sample b of tensor k, 0 where D == 0 */
     double *mpdw;       /* [3][B]: within-sample mpd */
     double *out;        /* [V3S_NOUT] */
+    double *coefb;      /* [2][B]: per-sample hinges only: the per-pair factors of sample b's within-sample zc/q
+                           terms (0.5*dFc_b[b] * 2/(n(n-1))) and zs terms (dFs_b[b] * 2/(n(n-1))) */
     double *rowbuf;     /* NULL: K2 distance rows in shared memory; else [k2 blocks][tile*Gmax] */
     V3Set set[V3S_SETS];
     V3LossCfg cfg;      /* weights, relativity, eps (for v3_hinge and v3_coef in K3) */
@@ -280,8 +285,11 @@ __global__ void __launch_bounds__(V3S_THREADS) v3s_reduce_kernel(V3Args a) {
     const double Fs = red[2][0] / B, Ss = samp[2];
     const double Ss_ss = a.ss ? samp[3] : Ss;
     const V3LossCfg cfg_local = a.cfg, *cfg = &cfg_local; /* a local copy: nothing below can alias it */
+    const int ps = cfg->per_sample != 0;
+    const double *mzc = a.mpdw, *mq = a.mpdw + B, *mzs = a.mpdw + 2 * (size_t)B;
     double h[4];
-    v3_hinges(cfg, Fc, Sc, Fs, Ss, Ss_ss, h, NULL);
+    if (ps) v3_hinges_ps(cfg, B, mzc, mq, mzs, Sc, Ss, Ss_ss, h);
+    else v3_hinges(cfg, Fc, Sc, Fs, Ss, Ss_ss, h, NULL);
     const double content = h[0], style = h[1], sample = h[2], fragment = h[3];
     /* Explicit rounding (no FMA contraction), as the host computes it. */
     const double weighted =
@@ -300,8 +308,15 @@ __global__ void __launch_bounds__(V3S_THREADS) v3s_reduce_kernel(V3Args a) {
     o[O_FRAGMENT] = fragment;
     o[O_WEIGHTED] = weighted;
 
-    const V3Coef c = v3_coef(cfg, Fc, Sc, Fs, Ss, Ss_ss); /* the host's coefficients, bit for bit */
+    /* the host's coefficients, bit for bit */
+    const V3Coef c = ps ? v3_coef_ps(cfg, B, mzc, mq, mzs, Sc, Ss, Ss_ss, a.coefb, a.coefb + B)
+                        : v3_coef(cfg, Fc, Sc, Fs, Ss, Ss_ss);
     const double nn1 = (double)n * (n - 1);
+    if (ps) /* dL/dF_c[b], dL/dF_s[b] -> per-pair factors, as the cpu backend forms them */
+        for (int b = 0; b < B; b++) {
+            a.coefb[b] = (0.5 * a.coefb[b]) * (2.0 / nn1);
+            a.coefb[B + b] = a.coefb[B + b] * (2.0 / nn1);
+        }
     o[C_FC] = ((0.5 * c.dFc) / B) * 2.0 / nn1;
     o[C_SC] = (0.5 * c.dSc) * 2.0 / ((double)nB * (nB - 1));
     o[C_FS] = (c.dFs / B) * 2.0 / nn1;
@@ -321,7 +336,7 @@ __global__ void __launch_bounds__(V3S_THREADS) v3s_backward_kernel(V3Args a, flo
     if (t >= d) return; /* no barriers in this kernel */
     const int n = a.n, P = a.P, nn = a.nn;
     const double *c = a.out;
-    const double kf = style ? c[C_FS] : c[C_FC];
+    const double kf = a.cfg.per_sample ? a.coefb[(style ? a.B : 0) + b] : style ? c[C_FS] : c[C_FC];
     const int k0 = style ? 2 : 0, k1 = style ? 2 : 1;
     for (int i = 0; i < n; i++) {
         const size_t r = (size_t)b * n + i;
@@ -363,6 +378,11 @@ extern "C" void *cuda_v3_create(const V3LossCfg *cfg, int B, int n, int dc, int 
     }
     if (B < 2 || n < 2 || dc < 1 || ds < 1) {
         v3_error("cuda_v3_create: need B >= 2, n >= 2, dc >= 1, ds >= 1 (got B=%d, n=%d, dc=%d, ds=%d)", B, n, dc, ds);
+        return NULL;
+    }
+    if (cfg->content_energy) { /* not written for the device yet: refused, never silently replaced */
+        v3_error("cuda_v3_create: loss_config.content_spread 'energy' is implemented on the cpu backend only "
+                 "(use --device cpu, or content_spread 'means')");
         return NULL;
     }
     /* int limits of the index arithmetic: N = B*n, the pair count, the grids. */
@@ -429,6 +449,8 @@ extern "C" void *cuda_v3_create(const V3LossCfg *cfg, int B, int n, int dc, int 
     size_t off = 0;
     const size_t o_out = off;
     off += v3s_round(V3S_NOUT);
+    const size_t o_coefb = off;
+    off += v3s_round((size_t)2 * B);
     const size_t o_mpdw = off;
     off += v3s_round((size_t)3 * B);
     const size_t o_invw = off;
@@ -447,6 +469,7 @@ extern "C" void *cuda_v3_create(const V3LossCfg *cfg, int B, int n, int dc, int 
     w->ws = (double *)cuda_alloc(off * sizeof(double));
     a->out = w->ws + o_out;
     a->mpdw = w->ws + o_mpdw;
+    a->coefb = w->ws + o_coefb;
     a->invw = w->ws + o_invw;
     for (int s = 0; s < a->nsets; s++) {
         a->set[s].M = w->ws + o_M[s];

@@ -538,6 +538,17 @@ static void small_cases(CaseList *L) {
     v3_cases(L, &v, 4, 4, 7, 3, 0, 0, "");
     v.supersample_content = 0, v.r_content = 8.0, v.r_style = 1.5, v.r_fragment = 5.0; /* term_relativity */
     v3_cases(L, &v, 3, 4, 7, 3, 0, 0, ", term r 8/1.5/3/5");
+    v.per_sample = 1; /* per_sample_hinges, with and without the term relativities and supersampling */
+    v3_cases(L, &v, 3, 4, 7, 3, 0, 0, ", per-sample hinges, term r");
+    v.r_content = v.r_style = v.r_fragment = 0;
+    v3_cases(L, &v, 5, 4, 7, 3, 1, 0, ", per-sample hinges");
+    v.supersample_content = 1;
+    v3_cases(L, &v, 4, 4, 7, 3, 0, 0, ", per-sample hinges, supersample");
+    v.supersample_content = 0, v.per_sample = 0, v.content_energy = 1; /* content_spread energy */
+    v3_cases(L, &v, 4, 5, 9, 3, 0, 0, ", content energy");
+    v3_cases(L, &v, 3, 4, 7, 3, 1, 0, ", content energy");
+    v.per_sample = 1;
+    v3_cases(L, &v, 5, 3, 6, 4, 0, 0, ", content energy, per-sample hinges");
     Config cfg;
     config_defaults(&cfg);
     adamw_case(L, 1, 1, &cfg, 0, ""), adamw_case(L, 4099, 1, &cfg, 0, ""), adamw_case(L, 2097152 + 77, 1000, &cfg, 0, "");

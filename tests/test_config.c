@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "model.h"
 #include "testing.h"
 
 /* Write `text` to dir/name; returns a static path (valid until the next call). */
@@ -96,6 +97,14 @@ TEST(config_loads_phonenums) {
     return check_common(&c);
 }
 
+/* Saves c to path and loads it back into d (defaults first); 0 on success. */
+static int save_reload(const Config *c, const char *path, Config *d) {
+    config_defaults(d);
+    int rc = config_save(c, path) || config_load(path, d);
+    remove(path);
+    return rc ? -1 : 0;
+}
+
 /* loss_config.term_relativity: a term's own r, 0 (default) for loss_config.relativity; negative or non-finite
  * values are refused with the key's name, and a set value survives the saved run config. */
 TEST(config_term_relativity) {
@@ -106,13 +115,8 @@ TEST(config_term_relativity) {
               config_set(&c, "loss_config.term_relativity.fragment_loss=4.5") == 0, "%s", v3_last_error());
     CHECK(near(c.r_content, 60) && near(c.r_fragment, 4.5) && c.r_style == 0 && c.r_sample == 0, "values not set");
     CHECK(config_validate(&c) == 0, "valid term relativity refused: %s", v3_last_error());
-    const char *path = "/tmp/v3_test_term_r.yaml";
-    CHECK(config_save(&c, path) == 0, "%s", v3_last_error());
     Config d;
-    config_defaults(&d);
-    int rc = config_load(path, &d);
-    remove(path);
-    CHECK(rc == 0, "saved config does not load: %s", v3_last_error());
+    CHECK(save_reload(&c, "/tmp/v3_test_term_r.yaml", &d) == 0, "saved config does not load: %s", v3_last_error());
     CHECK(near(d.r_content, 60) && near(d.r_fragment, 4.5) && d.r_style == 0, "term relativity lost in the saved config");
     CHECK(config_set(&c, "model_config.kmeans_reinit_step=1000") == 0 && c.kmeans_reinit_step == 1000, "reinit step");
     CHECK(config_set(&c, "model_config.kmeans_reinit_step=-1") == -1 && has("'model_config.kmeans_reinit_step'"),
@@ -120,6 +124,42 @@ TEST(config_term_relativity) {
     CHECK(config_set(&c, "loss_config.term_relativity.style_loss=-2") == 0 && config_validate(&c) == -1 &&
               has("'loss_config.term_relativity.style_loss'"), "a negative term relativity accepted: %s",
           v3_last_error());
+    return 0;
+}
+
+/* loss_config.per_sample_hinges (a boolean, default false) and loss_config.content_spread ('means', the default, or
+ * 'energy'; not with supersample_content): wrong values refused with the key's name, kept in the saved run config,
+ * and carried into the model's loss configuration. */
+TEST(config_per_sample_hinges_and_content_spread) {
+    Config c;
+    config_defaults(&c);
+    CHECK(c.per_sample_hinges == 0 && !strcmp(c.content_spread, "means"), "defaults not false / means");
+    CHECK(config_set(&c, "loss_config.per_sample_hinges=maybe") == -1 && has("'loss_config.per_sample_hinges'"),
+          "a non-boolean accepted: %s", v3_last_error());
+    CHECK(config_set(&c, "loss_config.per_sample_hinges=true") == 0 && c.per_sample_hinges == 1, "%s",
+          v3_last_error());
+    CHECK(config_set(&c, "loss_config.content_spread=medians") == 0 && config_validate(&c) == -1 &&
+              has("'loss_config.content_spread'") && has("'means' or 'energy'"), "an unknown spread accepted: %s",
+          v3_last_error());
+    CHECK(config_set(&c, "loss_config.content_spread=energy") == 0 && config_validate(&c) == 0, "refused: %s",
+          v3_last_error());
+    Config d;
+    CHECK(save_reload(&c, "/tmp/v3_test_per_sample.yaml", &d) == 0, "saved config does not load: %s", v3_last_error());
+    CHECK(d.per_sample_hinges == 1 && !strcmp(d.content_spread, "energy"), "lost in the saved config");
+    c.supersample_content = 1;
+    CHECK(config_validate(&c) == -1 && has("'loss_config.content_spread'") && has("supersample"),
+          "energy with supersample_content accepted: %s", v3_last_error());
+    Config t;
+    config_defaults(&t);
+    CHECK(config_load("configs/tiny.yaml", &t) == 0, "%s", v3_last_error());
+    t.per_sample_hinges = 1;
+    snprintf(t.content_spread, sizeof t.content_spread, "energy");
+    Model *m = model_build(&t, 1);
+    CHECK(m, "%s", v3_last_error());
+    const int ps = m->loss.per_sample, energy = m->loss.content_energy;
+    model_free(m);
+    CHECK(ps == 1 && energy == 1, "the model's loss configuration did not get them (per_sample %d, energy %d)", ps,
+          energy);
     return 0;
 }
 

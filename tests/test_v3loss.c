@@ -203,6 +203,140 @@ TEST(v3_term_relativity_equal_r_is_bit_identical) {
     return 0;
 }
 
+/* loss_config.per_sample_hinges: the content, style and fragment hinges per sample, averaged, against a direct
+ * computation from each sample's own spreads, and the gradient against finite differences in a mixed state (some
+ * samples' hinges active, others not), with term relativities and with supersampling. */
+static void direct_ps_hinges(const LCtx *c, double h[4]) {
+    const int B = c->B, n = c->n, d = c->d;
+    double Fc, Sc, Fs, Ss;
+    direct_stats(B, n, d, c->zc, c->q, c->zs, &Fc, &Sc, &Fs, &Ss);
+    const double r = c->cfg.relativity, e = c->cfg.eps;
+    const double rc = c->cfg.r_content > 0 ? c->cfg.r_content : r, rs = c->cfg.r_style > 0 ? c->cfg.r_style : r;
+    const double rf = c->cfg.r_fragment > 0 ? c->cfg.r_fragment : r, ra = c->cfg.r_sample > 0 ? c->cfg.r_sample : r;
+    int rows[64];
+    h[0] = h[1] = h[3] = 0;
+    for (int b = 0; b < B; b++) {
+        for (int k = 0; k < n; k++) rows[k] = b * n + k;
+        double Fcb = 0.5 * mpd_direct(c->zc, rows, n, d, 0, 1) + 0.5 * mpd_direct(c->q, rows, n, d, 0, 1);
+        double Fsb = mpd_direct(c->zs, rows, n, d, 0, 1);
+        h[0] += fmax(0, rc - Fcb / (Sc + e)) / rc / B;
+        h[1] += fmax(0, rs - Ss / (Fsb + e)) / rs / B;
+        h[3] += fmax(0, rf - Fcb / (Fsb + e)) / rf / B;
+    }
+    h[2] = fmax(0, ra - Ss / (Sc + e)) / ra;
+}
+
+/* how many samples have the content hinge active: the test wants a mix */
+static int ps_active_content(const LCtx *c) {
+    double Fc, Sc, Fs, Ss;
+    direct_stats(c->B, c->n, c->d, c->zc, c->q, c->zs, &Fc, &Sc, &Fs, &Ss);
+    int rows[64], act = 0;
+    for (int b = 0; b < c->B; b++) {
+        for (int k = 0; k < c->n; k++) rows[k] = b * c->n + k;
+        double Fcb = 0.5 * mpd_direct(c->zc, rows, c->n, c->d, 0, 1) + 0.5 * mpd_direct(c->q, rows, c->n, c->d, 0, 1);
+        double rc = c->cfg.r_content > 0 ? c->cfg.r_content : c->cfg.relativity;
+        act += Fcb / (Sc + c->cfg.eps) < rc;
+    }
+    return act;
+}
+
+TEST(v3_per_sample_hinges_direct_and_fd) {
+    LCtx c;
+    lctx_init(&c, 6, 4, 3, 71, 15);
+    /* samples 0 and 1: content nearly constant, style spread wide (their hinges active); the rest: content
+     * spread wide, style nearly constant (their style and fragment hinges off) */
+    float pat[12], mean[3] = {0, 0, 0}; /* one content pattern (sample 0's rows) for the wide samples */
+    for (int i = 0; i < 12; i++) pat[i] = 4.0f * c.zc[i], mean[i % 3] += pat[i] / 4;
+    for (int b = 0; b < 6; b++)
+        for (int k = 0; k < 4; k++)
+            for (int t = 0; t < 3; t++) {
+                size_t i = ((size_t)b * 4 + k) * 3 + t;
+                const float pattern = pat[k * 3 + t];
+                if (b < 2) c.zc[i] = mean[t] + 0.02f * c.zc[i], c.zs[i] *= 3.0f; /* at the pattern's mean */
+                else c.zc[i] = pattern + 0.05f * c.zc[i], c.zs[i] = 2.0f * (b - 3) + 0.01f * c.zs[i];
+                c.off[i] *= 0.1f;
+            }
+    c.cfg.per_sample = 1;
+    c.cfg.relativity = 6, c.cfg.r_style = 40;
+    lctx_loss(&c);
+    V3Stats st;
+    v3_loss(&c.cfg, 6, 4, 3, 3, c.zc, c.q, c.zs, &st, NULL, NULL);
+    double h[4];
+    direct_ps_hinges(&c, h);
+    const int act = ps_active_content(&c);
+    /* the authors' hinges of the same codes, to show the two forms differ here */
+    V3LossCfg mean_form = c.cfg;
+    mean_form.per_sample = 0;
+    V3Stats sm;
+    v3_loss(&mean_form, 6, 4, 3, 3, c.zc, c.q, c.zs, &sm, NULL, NULL);
+    int rc = grad_check(&c, "per-sample hinges, mixed");
+    c.cfg.supersample_content = 1; /* 24 fragments: supersamples of 4 */
+    rc |= grad_check(&c, "per-sample hinges, supersample");
+    lctx_free(&c);
+    CHECK(act > 0 && act < 6, "setup: want some samples' content hinge active, not all (%d of 6)", act);
+    CHECK(fabs(st.content - h[0]) < 1e-12 && fabs(st.style - h[1]) < 1e-12 && fabs(st.sample - h[2]) < 1e-12 &&
+              fabs(st.fragment - h[3]) < 1e-12, "hinges (%.9g %.9g %.9g %.9g) vs direct (%.9g %.9g %.9g %.9g)",
+          st.content, st.style, st.sample, st.fragment, h[0], h[1], h[2], h[3]);
+    CHECK(sm.content == 0 && st.content > 0, "setup: the mean-form content hinge should be 0 (%.3g) and the "
+          "per-sample one not (%.3g)", sm.content, st.content);
+    return rc;
+}
+
+/* loss_config.content_spread energy: S_c as the mean over ordered sample pairs of the energy distance between the
+ * two samples' sets of codes (V-statistic: 2 E|x - y| - E|x - x'| - E|y - y'|, the x' = x terms included), z_c
+ * and q halved and added, against a direct computation; the gradient against finite differences (with the
+ * per-sample hinges too); and the case it is for: two samples with equal means but different sets. */
+static double energy_direct(const float *X, int B, int n, int d) {
+    double s = 0;
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < B; c++) {
+            if (b == c) continue;
+            double cross = 0, wb = 0, wc = 0;
+            for (int k = 0; k < n; k++)
+                for (int l = 0; l < n; l++) {
+                    double x = 0, y = 0, z = 0;
+                    for (int t = 0; t < d; t++) {
+                        double u = (double)X[(b * n + k) * d + t] - X[(c * n + l) * d + t];
+                        double v = (double)X[(b * n + k) * d + t] - X[(b * n + l) * d + t];
+                        double w = (double)X[(c * n + k) * d + t] - X[(c * n + l) * d + t];
+                        x += u * u, y += v * v, z += w * w;
+                    }
+                    cross += sqrt(x), wb += sqrt(y), wc += sqrt(z);
+                }
+            s += (2 * cross - wb - wc) / ((double)n * n);
+        }
+    return s / ((double)B * (B - 1));
+}
+
+TEST(v3_content_energy_direct_fd_and_equal_means) {
+    LCtx c;
+    lctx_init(&c, 5, 4, 3, 81, 1e3); /* large r: every hinge active */
+    c.cfg.content_energy = 1;
+    lctx_loss(&c);
+    V3Stats st;
+    v3_loss(&c.cfg, 5, 4, 3, 3, c.zc, c.q, c.zs, &st, NULL, NULL);
+    const double want = 0.5 * energy_direct(c.zc, 5, 4, 3) + 0.5 * energy_direct(c.q, 5, 4, 3);
+    const int active = st.content > 0 && st.sample > 0;
+    int rc = grad_check(&c, "content energy");
+    c.cfg.per_sample = 1, c.cfg.relativity = 15;
+    rc |= grad_check(&c, "content energy, per-sample hinges");
+    lctx_free(&c);
+    CHECK(fabs(st.Sc - want) < 1e-12 * fabs(want) + 1e-14, "energy S_c %.15g vs direct %.15g", st.Sc, want);
+    CHECK(active, "expected the content and sample hinges active");
+    /* two samples of two rows: {-1, +1} and {-2, +2} (1-d, q = z_c): equal means (S_c 0 by means), different sets
+     * (energy: 2 * mean cross |.| = 2 * (1 + 3 + 3 + 1)/4 = 4, minus the within means 2/4 * 2 = 1 and 4/4 * 2 = 2,
+     * so E = 4 - 1 - 2 = 1 for each ordered pair) */
+    float z[4] = {-1, 1, -2, 2}, s2[4] = {0.1f, 0.2f, 0.3f, 0.4f};
+    V3LossCfg cfg = {.w_content = 1, .w_style = 1, .w_sample = 1, .w_fragment = 1, .relativity = 15, .eps = 1e-5};
+    V3Stats sm, se;
+    v3_loss(&cfg, 2, 2, 1, 1, z, z, s2, &sm, NULL, NULL);
+    cfg.content_energy = 1;
+    v3_loss(&cfg, 2, 2, 1, 1, z, z, s2, &se, NULL, NULL);
+    CHECK(sm.Sc == 0 && fabs(se.Sc - 1.0) < 1e-15, "equal means: S_c by means %.3g (want 0), energy %.17g (want 1)",
+          sm.Sc, se.Sc);
+    return rc;
+}
+
 TEST(v3_zero_distance_gives_zero_subgradient) {
     /* Two identical fragments in a sample (as when they share a codeword): the pair contributes no gradient,
      * and nothing is NaN. */

@@ -44,6 +44,8 @@ typedef struct {
     double *grow;  /* [2N, max(dc, ds)]: each row's double gradient, z_c side then z_s side */
     double stats[V3_STATS_DOUBLES];
     V3Stats st;
+    double *each;  /* [5B]: per-sample mpds of z_c, q, z_s; then dL/dF_c[b], dL/dF_s[b] (per-sample hinges) */
+    double *gx;    /* [N, dc]: content_spread energy: the between-sample distance terms' gradient (v3_cross_mean) */
 } CpuV3;
 
 V3_CLONES static double dist8(const double *a, const double *b, int d) {
@@ -131,13 +133,15 @@ void *cpu_v3_create(const V3LossCfg *cfg, int B, int n, int dc, int ds) {
                 for (int j = i + 1; j < w->t[id].m; j++, k++)
                     w->task[4 * k] = id, w->task[4 * k + 1] = g, w->task[4 * k + 2] = i, w->task[4 * k + 3] = j;
     w->grow = xmalloc(sizeof(double) * 2 * (size_t)N * (dc > ds ? dc : ds));
+    w->each = xmalloc(sizeof(double) * 5 * (size_t)B);
+    if (cfg->content_energy) w->gx = xmalloc(sizeof(double) * (size_t)N * dc);
     return w;
 }
 
 void cpu_v3_destroy(void *p) {
     CpuV3 *w = p;
     if (!w) return;
-    free(w->buf), free(w->gm), free(w->pairs), free(w->task), free(w->grow), free(w);
+    free(w->buf), free(w->gm), free(w->pairs), free(w->task), free(w->grow), free(w->each), free(w->gx), free(w);
 }
 
 static const double *row(const CpuV3 *w, const Term *t, int g, int i) {
@@ -181,15 +185,18 @@ V3_CLONES static void to_double(const float *src, size_t n, double *dst) {
     for (; i < n; i++) dst[i] = src[i];
 }
 
-/* a term's value from its distances: the mean over groups of each group's mpd, summed as the reference does */
-static double term_value(const CpuV3 *w, const Term *t) {
+/* a term's value from its distances: the mean over groups of each group's mpd, summed as the reference does;
+ * each (if given) gets every group's mpd */
+static double term_value(const CpuV3 *w, const Term *t, double *each) {
     const double *p = w->pairs + t->poff;
     size_t per = (size_t)t->m * (t->m - 1) / 2;
     double s = 0;
     for (int g = 0; g < t->groups; g++) {
         double sum = 0;
         for (size_t k = 0; k < per; k++) sum += p[(size_t)g * per + k];
-        s += 2.0 * sum / ((double)t->m * (t->m - 1));
+        const double v = 2.0 * sum / ((double)t->m * (t->m - 1));
+        if (each) each[g] = v;
+        s += v;
     }
     return t->groups == 1 ? s : s / t->groups;
 }
@@ -218,12 +225,21 @@ void cpu_v3_forward(void *p, const float *zc, const float *q, const float *zs) {
     }
     V3Stats *st = &w->st;
     st->nB = w->nB, st->nn = w->nn;
-    st->Fc = 0.5 * term_value(w, &w->t[T_FZC]) + 0.5 * term_value(w, &w->t[T_FQ]);
-    st->Sc = 0.5 * term_value(w, &w->t[T_SZC]) + 0.5 * term_value(w, &w->t[T_SQ]);
-    st->Fs = term_value(w, &w->t[T_FZS]);
-    st->Ss = term_value(w, &w->t[T_SZS]);
-    st->Ss_ss = w->nterms == N_TERMS ? term_value(w, &w->t[T_SZS_SS]) : st->Ss;
-    v3_stats_finish(&w->cfg, st);
+    const int B = w->B;
+    double *mzc = w->each, *mq = w->each + B, *mzs = w->each + 2 * B;
+    st->Fc = 0.5 * term_value(w, &w->t[T_FZC], mzc) + 0.5 * term_value(w, &w->t[T_FQ], mq);
+    if (w->cfg.content_energy) { /* the mean energy distance between samples (v3_loss); its cross distances are
+                                    few (N^2/2 of d = dc), so the reference's loop serves */
+        const double wf = (double)(w->n - 1) / w->n;
+        st->Sc = (v3_cross_mean(Zc, B, w->n, dc, NULL, 0) - wf * term_value(w, &w->t[T_FZC], NULL)) +
+                 (v3_cross_mean(Q, B, w->n, dc, NULL, 0) - wf * term_value(w, &w->t[T_FQ], NULL));
+    } else
+        st->Sc = 0.5 * term_value(w, &w->t[T_SZC], NULL) + 0.5 * term_value(w, &w->t[T_SQ], NULL);
+    st->Fs = term_value(w, &w->t[T_FZS], mzs);
+    st->Ss = term_value(w, &w->t[T_SZS], NULL);
+    st->Ss_ss = w->nterms == N_TERMS ? term_value(w, &w->t[T_SZS_SS], NULL) : st->Ss;
+    if (w->cfg.per_sample) v3_stats_finish_ps(&w->cfg, st, B, mzc, mq, mzs);
+    else v3_stats_finish(&w->cfg, st);
     v3_stats_pack(st, w->stats);
 }
 
@@ -242,13 +258,29 @@ static void gather(const CpuV3 *w, const Term *t, int grp, int i, double coef, d
 void cpu_v3_backward(void *p, const float *zc, const float *q, const float *zs, float *gzc, float *gzs) {
     CpuV3 *w = p;
     const V3Stats *st = &w->st;
-    const V3Coef c = v3_coef(&w->cfg, st->Fc, st->Sc, st->Fs, st->Ss, st->Ss_ss);
     int B = w->B, n = w->n, N = B * n, nn = w->nn;
+    const int ps = w->cfg.per_sample;
+    double *dFc_b = w->each + 3 * B, *dFs_b = w->each + 4 * B;
+    const V3Coef c = ps ? v3_coef_ps(&w->cfg, B, w->each, w->each + B, w->each + 2 * B, st->Sc, st->Ss, st->Ss_ss,
+                                     dFc_b, dFs_b)
+                        : v3_coef(&w->cfg, st->Fc, st->Sc, st->Fs, st->Ss, st->Ss_ss);
     /* each pair term's coefficient, as mpd's gscale * 2 / (m (m - 1)) with frag_var's gscale / B */
     double coef[N_TERMS];
     double fr = 2.0 / ((double)n * (n - 1));
     coef[T_FZC] = 0.5 * c.dFc / B * fr, coef[T_FQ] = coef[T_FZC], coef[T_FZS] = c.dFs / B * fr;
     coef[T_SZC] = 0.5 * c.dSc * (2.0 / ((double)w->nB * (w->nB - 1))), coef[T_SQ] = coef[T_SZC];
+    /* content_spread energy: S_c = sum over z_c, q of C - (n-1)/n F, so each within-sample content pair also gets
+     * -dSc (n-1)/n of F's factor, the between-sample pairs dSc (v3_cross_mean, into gx), and the means nothing */
+    const int energy = w->cfg.content_energy;
+    const double fe = energy ? -c.dSc * ((double)(n - 1) / n) / B * fr : 0.0;
+    if (energy) {
+        coef[T_SZC] = coef[T_SQ] = 0;
+        if (gzc) {
+            memset(w->gx, 0, sizeof(double) * (size_t)N * w->dc);
+            v3_cross_mean(w->buf + w->t[T_FZC].off, B, n, w->dc, w->gx, c.dSc);
+            v3_cross_mean(w->buf + w->t[T_FQ].off, B, n, w->dc, w->gx, c.dSc);
+        }
+    }
     coef[T_SZS] = c.dSs * (2.0 / ((double)B * (B - 1)));
     coef[T_SZS_SS] = c.dSs_ss * (2.0 / ((double)w->nB * (w->nB - 1)));
     int first = gzc ? T_SZC : T_SZS, last = gzs ? w->nterms : T_SZS; /* the sample terms whose means are needed */
@@ -274,13 +306,17 @@ void cpu_v3_backward(void *p, const float *zc, const float *q, const float *zs, 
         double *g = w->grow + (size_t)r * (w->dc > w->ds ? w->dc : w->ds);
         memset(g, 0, sizeof(double) * d);
         if (!zs_side) {
-            gather(w, &w->t[T_FZC], b, k, coef[T_FZC], g);
-            gather(w, &w->t[T_FQ], b, k, coef[T_FQ], g);
+            /* per-sample hinges: sample b's own dL/dF_c[b] (its 1/B included), as mpd's gscale 0.5 * dFc_b[b] */
+            const double cf = (ps ? 0.5 * dFc_b[b] * fr : coef[T_FZC]) + fe;
+            gather(w, &w->t[T_FZC], b, k, cf, g);
+            gather(w, &w->t[T_FQ], b, k, cf, g);
+            if (energy)
+                for (int t = 0; t < d; t++) g[t] += w->gx[(size_t)i * d + t];
             const double *g1 = w->gm + (w->t[T_SZC].off - w->moff) + (size_t)(i / nn) * d,
                          *g2 = w->gm + (w->t[T_SQ].off - w->moff) + (size_t)(i / nn) * d;
             finish_row(gzc + (size_t)i * d, g, nn, g1, nn, g2, d);
         } else {
-            gather(w, &w->t[T_FZS], b, k, coef[T_FZS], g);
+            gather(w, &w->t[T_FZS], b, k, ps ? dFs_b[b] * fr : coef[T_FZS], g);
             const double *g1 = w->gm + (w->t[T_SZS].off - w->moff) + (size_t)b * d,
                          *g2 = w->nterms == N_TERMS ? w->gm + (w->t[T_SZS_SS].off - w->moff) + (size_t)(i / nn) * d : NULL;
             finish_row(gzs + (size_t)i * d, g, n, g1, nn, g2, d);

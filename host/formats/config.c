@@ -78,7 +78,9 @@ static const KeyDef KEYS[] = {
     F("loss_config.term_relativity.sample_loss", K_NUM, r_sample),
     F("loss_config.term_relativity.fragment_loss", K_NUM, r_fragment),
     F("loss_config.supersample_content", K_BOOL, supersample_content),
+    F("loss_config.per_sample_hinges", K_BOOL, per_sample_hinges),
     F("loss_config.tie_gradient", K_STR, tie_gradient),
+    F("loss_config.content_spread", K_STR, content_spread),
     F("loss_config.style_from_step", K_NNINT, style_from_step),
     IGN("loss_config.widen_style", "an authors' experimental option not implemented here"),
     S("model_config"),
@@ -488,6 +490,7 @@ void config_defaults(Config *c) {
     c->w_commit = 0.1;
     c->relativity = 15;
     snprintf(c->tie_gradient, sizeof c->tie_gradient, "pytorch");
+    snprintf(c->content_spread, sizeof c->content_spread, "means");
     c->arch = ARCH_PHONENUMS;
     c->n_channels = 256;
     c->n_fragments = 10;
@@ -554,6 +557,12 @@ static int validate_strings(const Config *c) {
         return verr_s(c, "optimizer_config.scheduler", "'exponential_decay' or 'cosine_annealing'", c->scheduler);
     if (strcmp(c->tie_gradient, "pytorch") && strcmp(c->tie_gradient, "zero"))
         return verr_s(c, "loss_config.tie_gradient", "'pytorch' or 'zero'", c->tie_gradient);
+    if (strcmp(c->content_spread, "means") && strcmp(c->content_spread, "energy"))
+        return verr_s(c, "loss_config.content_spread", "'means' or 'energy'", c->content_spread);
+    if (!strcmp(c->content_spread, "energy") && c->supersample_content)
+        return verr_s(c, "loss_config.content_spread",
+                      "'means' with loss_config.supersample_content (energy is defined per sample, not per supersample)",
+                      c->content_spread);
     return 0;
 }
 

@@ -365,7 +365,9 @@ Model *model_build(const Config *c, uint64_t seed) {
                           .w_fragment = c->w_fragment, .relativity = c->relativity,
                           .r_content = c->r_content, .r_style = c->r_style, .r_sample = c->r_sample,
                           .r_fragment = c->r_fragment, .eps = 1e-5,
-                          .supersample_content = c->supersample_content, .w_recon = c->w_recon,
+                          .supersample_content = c->supersample_content, .per_sample = c->per_sample_hinges,
+                          .content_energy = !strcmp(c->content_spread, "energy"),
+                          .w_recon = c->w_recon,
                           .w_commit = c->w_commit};
     m->tie_pytorch = !strcmp(c->tie_gradient, "pytorch");
     return m;

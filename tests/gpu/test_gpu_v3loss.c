@@ -45,6 +45,7 @@ typedef struct {
     int tie;            /* whole groups identical (equal sample means and equal supersample means) */
     int force_global;   /* K2 rows in global memory */
     int tile;           /* K2 tile, 0 = automatic */
+    int ps;             /* loss_config.per_sample_hinges */
 } Case;
 
 /* What one case produced on the device (for the cross-configuration bit comparisons). */
@@ -66,6 +67,7 @@ static V3LossCfg make_cfg(const Case *c) {
     cfg.relativity = c->r;
     cfg.eps = 1e-5;
     cfg.supersample_content = c->ss;
+    cfg.per_sample = c->ps;
     return cfg;
 }
 
@@ -74,9 +76,38 @@ static long gcd_l(long a, long b) { return b ? gcd_l(b, a % b) : a; }
 /* Bounds on |gzc| and |gzs| elements: every unit vector's components are <= 1, so each element is at most the
  * sum of the |coefficients| of its terms (v3_loss's backward scalars; each row has n-1 partners in its sample
  * and G-1 between-group partners shared 1/per). */
-static void grad_bounds(const V3LossCfg *cfg, const V3Stats *st, int B, int n, double *bc, double *bs) {
-    const V3Coef c = v3_coef(cfg, st->Fc, st->Sc, st->Fs, st->Ss, st->Ss_ss);
+/* mpd over the n rows of sample b of X [B*n, d], in double (the per-sample hinges' bounds need each sample's) */
+static double sample_mpd(const float *X, int b, int n, int d) {
+    double s = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++) {
+            double acc = 0;
+            for (int t = 0; t < d; t++) {
+                double v = (double)X[((size_t)b * n + i) * d + t] - X[((size_t)b * n + j) * d + t];
+                acc += v * v;
+            }
+            s += sqrt(acc);
+        }
+    return 2.0 * s / ((double)n * (n - 1));
+}
+
+static void grad_bounds(const V3LossCfg *cfg, const V3Stats *st, int B, int n, int dc, int ds, const float *zc,
+                        const float *q, const float *zs, double *bc, double *bs) {
     double nB = st->nB, nn = st->nn;
+    if (cfg->per_sample) { /* the largest per-sample within-sample coefficient (1/B included) */
+        double *m = xmalloc(sizeof(double) * 5 * B);
+        for (int b = 0; b < B; b++)
+            m[b] = sample_mpd(zc, b, n, dc), m[B + b] = sample_mpd(q, b, n, dc), m[2 * B + b] = sample_mpd(zs, b, n, ds);
+        const V3Coef c = v3_coef_ps(cfg, B, m, m + B, m + 2 * B, st->Sc, st->Ss, st->Ss_ss, m + 3 * B, m + 4 * B);
+        double fc = 0, fs = 0;
+        for (int b = 0; b < B; b++) fc = fmax(fc, fabs(m[3 * B + b])), fs = fmax(fs, fabs(m[4 * B + b]));
+        *bc = 2 * fc / n + 2 * fabs(c.dSc) / (nB * nn);
+        *bs = 2 * fs / n + 2 * fabs(c.dSs) / ((double)B * n) +
+              (cfg->supersample_content ? 2 * fabs(c.dSs_ss) / (nB * nn) : 0.0);
+        free(m);
+        return;
+    }
+    const V3Coef c = v3_coef(cfg, st->Fc, st->Sc, st->Fs, st->Ss, st->Ss_ss);
     *bc = 2 * fabs(c.dFc) / ((double)B * n) + 2 * fabs(c.dSc) / (nB * nn);
     *bs = 2 * fabs(c.dFs) / ((double)B * n) + 2 * fabs(c.dSs) / ((double)B * n) +
           (cfg->supersample_content ? 2 * fabs(c.dSs_ss) / (nB * nn) : 0.0);
@@ -186,7 +217,7 @@ static int run_case(const Case *c, unsigned long long seed, double *ref_out, Res
     ref_pack(&st, ref);
     if (ref_out) memcpy(ref_out, ref, sizeof ref);
     double bound_c, bound_s;
-    grad_bounds(&cfg, &st, B, n, &bound_c, &bound_s);
+    grad_bounds(&cfg, &st, B, n, dc, ds, zc, q, zs, &bound_c, &bound_s);
     if (maxabs(g0c, nc) > bound_c * (1 + 1e-6) || maxabs(g0s, ns) > bound_s * (1 + 1e-6)) { /* float rounding */
         fprintf(stderr, "    test bug: a CPU gradient exceeds its bound (%g > %g or %g > %g)\n", maxabs(g0c, nc),
                 bound_c, maxabs(g0s, ns), bound_s);
@@ -282,8 +313,8 @@ static int run_case(const Case *c, unsigned long long seed, double *ref_out, Res
 }
 
 #define CASE_MSG(c) \
-    "B=%d n=%d dc=%d ds=%d ss=%d r=%g dup=%d tie=%d global=%d tile=%d", (c)->B, (c)->n, (c)->dc, (c)->ds, (c)->ss, \
-        (c)->r, (c)->dup, (c)->tie, (c)->force_global, (c)->tile
+    "B=%d n=%d dc=%d ds=%d ss=%d r=%g dup=%d tie=%d global=%d tile=%d ps=%d", (c)->B, (c)->n, (c)->dc, (c)->ds, \
+        (c)->ss, (c)->r, (c)->dup, (c)->tie, (c)->force_global, (c)->tile, (c)->ps
 
 /* ---- tests ---- */
 
@@ -404,6 +435,31 @@ TEST(gpu_v3loss_tiles_and_global_rows) {
     return 0;
 }
 
+/* loss_config.per_sample_hinges: per-sample hinges and within-sample factors (K3's coefb) against v3_loss, at
+ * relativities that leave some samples' hinges active and others not (the per-sample ratios spread around the
+ * mean ratio), at odd and the authors' sizes, both supersample settings, with ties; and the two forms must
+ * differ (the case can fail if the device ignored the flag). */
+TEST(gpu_v3loss_per_sample_hinges) {
+    REQUIRE_GPU();
+    static const int shapes[][4] = {{2, 3, 1, 2}, {5, 3, 33, 31}, {7, 9, 255, 257}, {32, 10, 256, 256}, {32, 12, 64, 48}};
+    static const double rs[] = {0.9, 1.5, 2.5, 15.0};
+    unsigned long long seed = 7000;
+    int differ = 0;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int ss = 0; ss <= 1; ss++)
+            for (int dup = 0; dup <= 1; dup++)
+                for (size_t k = 0; k < sizeof rs / sizeof rs[0]; k++) {
+                    Case c = {shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], ss, rs[k], dup, dup, 0, 0, 1};
+                    double ps[V3_STATS_DOUBLES], mean_form[V3_STATS_DOUBLES];
+                    CHECK(run_case(&c, seed += 100, ps, NULL), CASE_MSG(&c));
+                    c.ps = 0;
+                    CHECK(run_case(&c, seed, mean_form, NULL), CASE_MSG(&c));
+                    differ += ps[5] != mean_form[5] || ps[6] != mean_form[6] || ps[8] != mean_form[8];
+                }
+    CHECK(differ > 0, "the per-sample and the mean-form hinges never differed: the inputs do not test the flag");
+    return 0;
+}
+
 /* One object reused on different inputs (no state leaks between forwards); NULL gradient pointers. */
 TEST(gpu_v3loss_reuse_and_null_grads) {
     REQUIRE_GPU();
@@ -421,7 +477,7 @@ TEST(gpu_v3loss_reuse_and_null_grads) {
     double ref[V3_STATS_DOUBLES], got[V3_STATS_DOUBLES];
     ref_pack(&st, ref);
     double bound_c, bound_s;
-    grad_bounds(&cfg, &st, B, n, &bound_c, &bound_s);
+    grad_bounds(&cfg, &st, B, n, dc, ds, b_zc, b_q, b_zs, &bound_c, &bound_s);
     const double atol_c = GRAD_ATOL_REL * bound_c, atol_s = GRAD_ATOL_REL * bound_s;
 
     CudaV3 *w = cuda_v3_create(&cfg, B, n, dc, ds);
@@ -478,5 +534,9 @@ TEST(gpu_v3loss_create_errors) {
         cuda_v3_destroy(w); /* NULL: no-op */
     }
     CHECK(!cuda_v3_create(NULL, 4, 4, 4, 4), "NULL configuration accepted");
+    v3_clear_error();
+    cfg.content_energy = 1; /* loss_config.content_spread energy: cpu only, refused with a message */
+    CHECK(!cuda_v3_create(&cfg, 4, 4, 4, 4) && strstr(v3_last_error(), "content_spread"),
+          "content_spread energy accepted on the device: '%s'", v3_last_error());
     return 0;
 }
