@@ -177,7 +177,7 @@ TEST(config_loads_insnotes_cpu) {
 }
 
 /* The demo's configuration (make demo): the width-64, K = 10 model on the full set, with the style-side terms held
- * back for the first 1000 steps (issue 18). */
+ * back for the first 1000 steps, S_c as an energy distance with the content hinge's r at 60 (issue 18). */
 TEST(config_loads_phonenums_demo) {
     Config c;
     config_defaults(&c);
@@ -186,6 +186,8 @@ TEST(config_loads_phonenums_demo) {
     CHECK(c.arch == ARCH_PHONENUMS && c.n_channels == 64 && c.n_atoms == 10, "model_config");
     CHECK(c.style_from_step == 1000 && c.style_from_step < c.epochs * 50, "style_from_step %d", c.style_from_step);
     CHECK(!strcmp(c.data_dir, "data/phonenums"), "data_dir %s", c.data_dir);
+    CHECK(!strcmp(c.content_spread, "energy") && near(c.r_content, 60) && c.r_style == 0 && c.r_fragment == 0,
+          "content_spread %s, content r %g", c.content_spread, c.r_content);
     CHECK(config_set(&c, "loss_config.style_from_step=-1") == -1 && has("'loss_config.style_from_step'"),
           "a negative step accepted: %s", v3_last_error());
     CHECK(config_set(&c, "loss_config.style_from_step=2.5") == -1, "a fractional step accepted");
