@@ -647,6 +647,11 @@ static int model_cases(CaseList *L, const char *path, const char *tag, int phone
     V3LossCfg ss = m->loss;
     ss.supersample_content = !ss.supersample_content;
     v3_cases(L, &ss, cfg.batch_size, n, m->dc, m->ds, 0, 1, what);
+    V3LossCfg ours = m->loss; /* loss_config.per_sample_hinges, then content_spread energy with it */
+    ours.supersample_content = 0, ours.per_sample = 1;
+    v3_cases(L, &ours, cfg.batch_size, n, m->dc, m->ds, 0, 1, WHAT(" (%s, per-sample hinges)", tag));
+    ours.content_energy = 1;
+    v3_cases(L, &ours, cfg.batch_size, n, m->dc, m->ds, 0, 1, WHAT(" (%s, per-sample hinges, content energy)", tag));
     /* the step's update and gradient check */
     if (phonenums) {
         size_t big = 0;

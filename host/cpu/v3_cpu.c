@@ -227,12 +227,12 @@ void cpu_v3_forward(void *p, const float *zc, const float *q, const float *zs) {
     st->nB = w->nB, st->nn = w->nn;
     const int B = w->B;
     double *mzc = w->each, *mq = w->each + B, *mzs = w->each + 2 * B;
-    st->Fc = 0.5 * term_value(w, &w->t[T_FZC], mzc) + 0.5 * term_value(w, &w->t[T_FQ], mq);
+    const double Fzc = term_value(w, &w->t[T_FZC], mzc), Fq = term_value(w, &w->t[T_FQ], mq);
+    st->Fc = 0.5 * Fzc + 0.5 * Fq;
     if (w->cfg.content_energy) { /* the mean energy distance between samples (v3_loss); its cross distances are
                                     few (N^2/2 of d = dc), so the reference's loop serves */
         const double wf = (double)(w->n - 1) / w->n;
-        st->Sc = (v3_cross_mean(Zc, B, w->n, dc, NULL, 0) - wf * term_value(w, &w->t[T_FZC], NULL)) +
-                 (v3_cross_mean(Q, B, w->n, dc, NULL, 0) - wf * term_value(w, &w->t[T_FQ], NULL));
+        st->Sc = (v3_cross_mean(Zc, B, w->n, dc, NULL, 0) - wf * Fzc) + (v3_cross_mean(Q, B, w->n, dc, NULL, 0) - wf * Fq);
     } else
         st->Sc = 0.5 * term_value(w, &w->t[T_SZC], NULL) + 0.5 * term_value(w, &w->t[T_SQ], NULL);
     st->Fs = term_value(w, &w->t[T_FZS], mzs);

@@ -160,13 +160,13 @@ void v3_loss(const V3LossCfg *cfg, int B, int n, int dc, int ds, const float *zc
            *dFc_b = each + 3 * B, *dFs_b = each + 4 * B;
     st->nB = nB;
     st->nn = nn;
-    st->Fc = 0.5 * frag_var_each(Zc, B, n, dc, NULL, 0, NULL, mzc) + 0.5 * frag_var_each(Q, B, n, dc, NULL, 0, NULL, mq);
+    const double Fzc = frag_var_each(Zc, B, n, dc, NULL, 0, NULL, mzc), Fq = frag_var_each(Q, B, n, dc, NULL, 0, NULL, mq);
+    st->Fc = 0.5 * Fzc + 0.5 * Fq;
     /* S_c: the spread of the samples' content means (the authors'), or the mean energy distance between the
      * samples' sets of content codes, 2 (C - (n-1)/n F) for z_c and q, halved and added (content_spread energy) */
     const double wf = (double)(n - 1) / n;
     if (cfg->content_energy)
-        st->Sc = (v3_cross_mean(Zc, B, n, dc, NULL, 0) - wf * frag_var_each(Zc, B, n, dc, NULL, 0, NULL, NULL)) +
-                 (v3_cross_mean(Q, B, n, dc, NULL, 0) - wf * frag_var_each(Q, B, n, dc, NULL, 0, NULL, NULL));
+        st->Sc = (v3_cross_mean(Zc, B, n, dc, NULL, 0) - wf * Fzc) + (v3_cross_mean(Q, B, n, dc, NULL, 0) - wf * Fq);
     else
         st->Sc = 0.5 * samp_var(Zc, nB, nn, dc, NULL, 0) + 0.5 * samp_var(Q, nB, nn, dc, NULL, 0);
     st->Fs = frag_var_each(Zs, B, n, ds, NULL, 0, NULL, mzs);
