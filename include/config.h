@@ -42,6 +42,8 @@ typedef struct {
                                  or "energy" (the mean energy distance between the samples' sets of content codes,
                                  which also sees codebooks whose atoms depend on the style but whose means agree;
                                  NOTES.md, issue 18) */
+    char hinge[16];           /* ours: "linear" (default; the authors' h = (r - t)/r) or "log" (h = ln(r/t)/ln r,
+                                 linear below t = 1: a constant push per unit of log ratio; NOTES.md, issue 18) */
     char tie_gradient[16];    /* ours: "pytorch" (default) or "zero": the V3 statistics' gradient where two
                                  quantised codes coincide (NOTES.md, "Ties in the quantised codes") */
     int style_from_step;      /* ours: training steps before this one run with the weights of the terms that

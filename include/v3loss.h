@@ -26,6 +26,9 @@ typedef struct {
     /* ours (loss_config.content_spread: energy): S_c as the mean energy distance between the samples' sets of
      * content codes instead of the distance between their means (v3_loss); 0 = means, the authors' S_c. */
     int content_energy;
+    /* ours (loss_config.hinge: log): each hinge on the log of its ratio, h = ln(r/t)/ln r, linear below t = 1
+     * (include/v3_coef.h, v3_hinge_log); 0 = linear, the authors' h = (r - t)/r. */
+    int log_hinge;
 } V3LossCfg;
 
 typedef struct {

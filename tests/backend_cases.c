@@ -549,6 +549,10 @@ static void small_cases(CaseList *L) {
     v3_cases(L, &v, 3, 4, 7, 3, 1, 0, ", content energy");
     v.per_sample = 1;
     v3_cases(L, &v, 5, 3, 6, 4, 0, 0, ", content energy, per-sample hinges");
+    v.log_hinge = 1; /* loss_config.hinge: log, with the per-sample hinges and the energy S_c, then alone */
+    v3_cases(L, &v, 5, 3, 6, 4, 0, 0, ", log hinge, content energy, per-sample hinges");
+    v.per_sample = 0, v.content_energy = 0, v.r_style = 1.5;
+    v3_cases(L, &v, 3, 4, 7, 3, 1, 0, ", log hinge, term r");
     Config cfg;
     config_defaults(&cfg);
     adamw_case(L, 1, 1, &cfg, 0, ""), adamw_case(L, 4099, 1, &cfg, 0, ""), adamw_case(L, 2097152 + 77, 1000, &cfg, 0, "");
@@ -652,6 +656,8 @@ static int model_cases(CaseList *L, const char *path, const char *tag, int phone
     v3_cases(L, &ours, cfg.batch_size, n, m->dc, m->ds, 0, 1, WHAT(" (%s, per-sample hinges)", tag));
     ours.content_energy = 1;
     v3_cases(L, &ours, cfg.batch_size, n, m->dc, m->ds, 0, 1, WHAT(" (%s, per-sample hinges, content energy)", tag));
+    ours.content_energy = 0, ours.log_hinge = 1;
+    v3_cases(L, &ours, cfg.batch_size, n, m->dc, m->ds, 0, 1, WHAT(" (%s, per-sample log hinges)", tag));
     /* the step's update and gradient check */
     if (phonenums) {
         size_t big = 0;

@@ -163,6 +163,43 @@ TEST(config_per_sample_hinges_and_content_spread) {
     return 0;
 }
 
+/* loss_config.hinge ('linear', the default, or 'log'): an unknown form refused with the key's name; the log form
+ * refuses an r <= 1 (common or a term's own) since it divides by ln r; kept in the saved run config and carried
+ * into the model's loss configuration. */
+TEST(config_hinge_form) {
+    Config c;
+    config_defaults(&c);
+    CHECK(!strcmp(c.hinge, "linear"), "default not linear: '%s'", c.hinge);
+    CHECK(config_set(&c, "loss_config.hinge=cubic") == 0 && config_validate(&c) == -1 && has("'loss_config.hinge'") &&
+              has("'linear' or 'log'"), "an unknown hinge accepted: %s", v3_last_error());
+    CHECK(config_set(&c, "loss_config.hinge=log") == 0 && config_validate(&c) == 0, "refused: %s", v3_last_error());
+    c.r_style = 1.0;
+    CHECK(config_validate(&c) == -1 && has("'loss_config.term_relativity.style_loss'") && has("> 1"),
+          "a style r of 1 accepted with the log hinge: %s", v3_last_error());
+    c.r_style = 0, c.relativity = 0.5;
+    CHECK(config_validate(&c) == -1 && has("'loss_config.relativity'") && has("> 1"),
+          "r 0.5 accepted with the log hinge: %s", v3_last_error());
+    c.relativity = 15, c.r_content = 60;
+    Config d;
+    CHECK(save_reload(&c, "/tmp/v3_test_hinge.yaml", &d) == 0, "saved config does not load: %s", v3_last_error());
+    CHECK(!strcmp(d.hinge, "log"), "lost in the saved config: '%s'", d.hinge);
+    Config t;
+    config_defaults(&t);
+    CHECK(config_load("configs/tiny.yaml", &t) == 0, "%s", v3_last_error());
+    Model *m = model_build(&t, 1);
+    CHECK(m, "%s", v3_last_error());
+    const int before = m->loss.log_hinge;
+    model_free(m);
+    snprintf(t.hinge, sizeof t.hinge, "log");
+    m = model_build(&t, 1);
+    CHECK(m, "%s", v3_last_error());
+    const int after = m->loss.log_hinge;
+    model_free(m);
+    CHECK(before == 0 && after == 1, "the model's loss configuration: log_hinge %d by default, %d with log", before,
+          after);
+    return 0;
+}
+
 /* The InsNotes CPU configuration (issue 18): the smallest width the InsNotes architecture allows, K = 12 pitch
  * classes, the demo's loss settings with the style-side terms held back for the first half of the run. */
 TEST(config_loads_insnotes_cpu) {

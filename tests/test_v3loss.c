@@ -282,6 +282,61 @@ TEST(v3_per_sample_hinges_direct_and_fd) {
     return rc;
 }
 
+/* loss_config.hinge: log. h(t) = ln(r/t)/ln r for 1 <= t < r, 1 + (1 - t)/ln r below 1, 0 from r on: the four
+ * hinges against a direct computation from the statistics, and the gradient against finite differences, at style
+ * scales that put the ratios in each of the three pieces; then with per-sample hinges in a mixed state. */
+static double log_hinge_direct(double r, double t) {
+    return t >= r ? 0 : t >= 1 ? log(r / t) / log(r) : 1 + (1 - t) / log(r);
+}
+
+TEST(v3_log_hinge_direct_and_fd) {
+    const double scales[] = {0.03, 0.4, 3.0, 30.0};
+    int pieces[3] = {0, 0, 0}, rc = 0, bad = 0, at_kink = 0;
+    double worst = 0;
+    for (int k = 0; k < 4; k++) {
+        LCtx c;
+        lctx_init(&c, 5, 4, 3, 91, 6);
+        c.cfg.log_hinge = 1, c.cfg.r_content = 2.5;
+        /* style: page-level offsets plus a small within-page part, scaled, so S_s/F_s > 1 and the cross-space
+         * ratios (sample, fragment) move through the pieces with the scale */
+        for (int b = 0; b < 5; b++)
+            for (int i = 0; i < 12; i++) c.zs[b * 12 + i] = (float)scales[k] * ((float)(b - 2) + 0.3f * c.zs[b * 12 + i]);
+        lctx_loss(&c);
+        V3Stats st;
+        v3_loss(&c.cfg, 5, 4, 3, 3, c.zc, c.q, c.zs, &st, NULL, NULL);
+        double Fc, Sc, Fs, Ss;
+        direct_stats(5, 4, 3, c.zc, c.q, c.zs, &Fc, &Sc, &Fs, &Ss);
+        const double e = c.cfg.eps, t[4] = {Fc / (Sc + e), Ss / (Fs + e), Ss / (Sc + e), Fc / (Fs + e)};
+        const double rx[4] = {2.5, 6, 6, 6}, got[4] = {st.content, st.style, st.sample, st.fragment};
+        for (int i = 0; i < 4; i++) {
+            const double want = log_hinge_direct(rx[i], t[i]), err = fabs(got[i] - want);
+            worst = err > worst ? err : worst;
+            bad |= !(err < 1e-12);
+            pieces[t[i] >= rx[i] ? 2 : t[i] >= 1 ? 1 : 0]++;
+            at_kink |= fabs(t[i] - 1) < 1e-2 || fabs(t[i] - rx[i]) < 1e-2 * rx[i];
+        }
+        char what[64];
+        snprintf(what, sizeof what, "log hinge, style scale %g", scales[k]);
+        rc |= grad_check(&c, what);
+        lctx_free(&c);
+    }
+    CHECK(!bad, "log hinges differ from the direct computation (worst %.3g)", worst);
+    CHECK(!at_kink, "setup: a ratio sits at a kink of the hinge, where finite differences do not apply");
+    CHECK(pieces[0] > 0 && pieces[1] > 0 && pieces[2] > 0,
+          "setup: want ratios in every piece (below 1: %d, log: %d, off: %d)", pieces[0], pieces[1], pieces[2]);
+    /* per sample, in the mixed state of v3_per_sample_hinges_direct_and_fd's kind: two samples' content constant */
+    LCtx c;
+    lctx_init(&c, 6, 4, 3, 97, 6);
+    for (int b = 0; b < 2; b++)
+        for (int i = 0; i < 12; i++) c.zc[b * 12 + i] *= 0.02f, c.zs[b * 12 + i] *= 3.0f;
+    c.cfg.log_hinge = 1, c.cfg.per_sample = 1;
+    rc |= grad_check(&c, "log hinge, per sample");
+    c.cfg.content_energy = 1;
+    rc |= grad_check(&c, "log hinge, per sample, energy S_c");
+    lctx_free(&c);
+    return rc;
+}
+
 /* loss_config.content_spread energy: S_c as the mean over ordered sample pairs of the energy distance between the
  * two samples' sets of codes (V-statistic: 2 E|x - y| - E|x - x'| - E|y - y'|, the x' = x terms included), z_c
  * and q halved and added, against a direct computation; the gradient against finite differences (with the

@@ -81,6 +81,7 @@ static const KeyDef KEYS[] = {
     F("loss_config.per_sample_hinges", K_BOOL, per_sample_hinges),
     F("loss_config.tie_gradient", K_STR, tie_gradient),
     F("loss_config.content_spread", K_STR, content_spread),
+    F("loss_config.hinge", K_STR, hinge),
     F("loss_config.style_from_step", K_NNINT, style_from_step),
     IGN("loss_config.widen_style", "an authors' experimental option not implemented here"),
     S("model_config"),
@@ -491,6 +492,7 @@ void config_defaults(Config *c) {
     c->relativity = 15;
     snprintf(c->tie_gradient, sizeof c->tie_gradient, "pytorch");
     snprintf(c->content_spread, sizeof c->content_spread, "means");
+    snprintf(c->hinge, sizeof c->hinge, "linear");
     c->arch = ARCH_PHONENUMS;
     c->n_channels = 256;
     c->n_fragments = 10;
@@ -563,6 +565,8 @@ static int validate_strings(const Config *c) {
         return verr_s(c, "loss_config.content_spread",
                       "'means' with loss_config.supersample_content (energy is defined per sample, not per supersample)",
                       c->content_spread);
+    if (strcmp(c->hinge, "linear") && strcmp(c->hinge, "log"))
+        return verr_s(c, "loss_config.hinge", "'linear' or 'log'", c->hinge);
     return 0;
 }
 
@@ -593,6 +597,14 @@ static int validate_loss(const Config *c) {
     for (int i = 0; i < 4; i++) {
         snprintf(key, sizeof key, "loss_config.term_relativity.%s", wk[i + 1]);
         NEED(rv[i] >= 0 && isfinite(rv[i]), key, "a number > 0, or 0 for loss_config.relativity", rv[i]);
+    }
+    /* the log hinge divides by ln r */
+    if (!strcmp(c->hinge, "log")) {
+        NEED(c->relativity > 1, "loss_config.relativity", "a number > 1 with loss_config.hinge: log", c->relativity);
+        for (int i = 0; i < 4; i++) {
+            snprintf(key, sizeof key, "loss_config.term_relativity.%s", wk[i + 1]);
+            NEED(rv[i] == 0 || rv[i] > 1, key, "a number > 1 (or 0) with loss_config.hinge: log", rv[i]);
+        }
     }
     return 0;
 }

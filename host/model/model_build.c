@@ -367,6 +367,7 @@ Model *model_build(const Config *c, uint64_t seed) {
                           .r_fragment = c->r_fragment, .eps = 1e-5,
                           .supersample_content = c->supersample_content, .per_sample = c->per_sample_hinges,
                           .content_energy = !strcmp(c->content_spread, "energy"),
+                          .log_hinge = !strcmp(c->hinge, "log"),
                           .w_recon = c->w_recon,
                           .w_commit = c->w_commit};
     m->tie_pytorch = !strcmp(c->tie_gradient, "pytorch");

@@ -46,6 +46,7 @@ typedef struct {
     int force_global;   /* K2 rows in global memory */
     int tile;           /* K2 tile, 0 = automatic */
     int ps;             /* loss_config.per_sample_hinges */
+    int log;            /* loss_config.hinge: log */
 } Case;
 
 /* What one case produced on the device (for the cross-configuration bit comparisons). */
@@ -68,6 +69,7 @@ static V3LossCfg make_cfg(const Case *c) {
     cfg.eps = 1e-5;
     cfg.supersample_content = c->ss;
     cfg.per_sample = c->ps;
+    cfg.log_hinge = c->log;
     return cfg;
 }
 
@@ -313,8 +315,8 @@ static int run_case(const Case *c, unsigned long long seed, double *ref_out, Res
 }
 
 #define CASE_MSG(c) \
-    "B=%d n=%d dc=%d ds=%d ss=%d r=%g dup=%d tie=%d global=%d tile=%d ps=%d", (c)->B, (c)->n, (c)->dc, (c)->ds, \
-        (c)->ss, (c)->r, (c)->dup, (c)->tie, (c)->force_global, (c)->tile, (c)->ps
+    "B=%d n=%d dc=%d ds=%d ss=%d r=%g dup=%d tie=%d global=%d tile=%d ps=%d log=%d", (c)->B, (c)->n, (c)->dc, \
+        (c)->ds, (c)->ss, (c)->r, (c)->dup, (c)->tie, (c)->force_global, (c)->tile, (c)->ps, (c)->log
 
 /* ---- tests ---- */
 
@@ -457,6 +459,29 @@ TEST(gpu_v3loss_per_sample_hinges) {
                     differ += ps[5] != mean_form[5] || ps[6] != mean_form[6] || ps[8] != mean_form[8];
                 }
     CHECK(differ > 0, "the per-sample and the mean-form hinges never differed: the inputs do not test the flag");
+    return 0;
+}
+
+/* loss_config.hinge: log, in the mean and the per-sample forms, against v3_loss at relativities that put ratios
+ * below 1, on the log piece and past r; the log and linear forms must differ (else the device ignored the flag). */
+TEST(gpu_v3loss_log_hinge) {
+    REQUIRE_GPU();
+    static const int shapes[][4] = {{2, 3, 1, 2}, {5, 3, 33, 31}, {32, 10, 256, 256}, {32, 12, 64, 48}};
+    static const double rs[] = {1.5, 2.5, 15.0};
+    unsigned long long seed = 9000;
+    int differ = 0;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int ps = 0; ps <= 1; ps++)
+            for (int dup = 0; dup <= 1; dup++)
+                for (size_t k = 0; k < sizeof rs / sizeof rs[0]; k++) {
+                    Case c = {shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], 0, rs[k], dup, dup, 0, 0, ps, 1};
+                    double lg[V3_STATS_DOUBLES], lin[V3_STATS_DOUBLES];
+                    CHECK(run_case(&c, seed += 100, lg, NULL), CASE_MSG(&c));
+                    c.log = 0;
+                    CHECK(run_case(&c, seed, lin, NULL), CASE_MSG(&c));
+                    differ += lg[5] != lin[5] || lg[6] != lin[6] || lg[7] != lin[7] || lg[8] != lin[8];
+                }
+    CHECK(differ > 0, "the log and the linear hinges never differed: the inputs do not test the flag");
     return 0;
 }
 
