@@ -3,7 +3,8 @@
 validation hinge statistics (log.jsonl) and the first training step from which each V3 hinge stayed at 0.
 With --windows W: per window of W training steps, the share of steps at which each hinge is exactly 0 and the
 mean ratios F_c/S_c and S_s/F_s (what the hinges compare with the relativity r).
-Usage: tools/sweep_table.py [--windows W] RUN [RUN ...]"""
+With --markdown: one RESULTS.md table row per run (codebook, probes, PR-AUC, then one-to-one within each style).
+Usage: tools/sweep_table.py [--windows W | --markdown] RUN [RUN ...]"""
 import json
 import os
 import sys
@@ -69,8 +70,28 @@ def windows(run, w):
         print("  steps %5d-%5d  %s  Fc/Sc %.1f  Ss/Fs %.1f" % (w0 + 1, w0 + w, "  ".join(fr), fc, ss))
 
 
+def markdown(run):
+    res = json.load(open(os.path.join(run, "eval", "results.json")))
+    cb, lp = res["codebook"], res["linear_probe"]
+    auc = {k: v["auc"] for k, v in res["retrieval"].items()}
+    per = cb.get("one_to_one_per_style") or []
+    cells = ["%.2f" % cb["one_to_one_accuracy"], "%.2f" % cb["purity_authors"], str(cb["atoms_used"]),
+             "%.2f" % lp["style_from_style"], "%.2f" % lp["content_from_style"], "%.2f" % lp["content_from_content"],
+             "%.2f" % lp["style_from_content"], "%.2f / %.2f" % (auc["style_by_style"], auc["style_by_content"]),
+             "%.2f / %.2f" % (auc["content_by_content"], auc["content_by_style"]),
+             "%.2f" % cb.get("one_to_one_within_style", float("nan"))] + ["%.2f" % v for v in per]
+    print("| %s | %s |" % (os.path.basename(run.rstrip("/")), " | ".join(cells)))
+
+
 def main():
     args = sys.argv[1:]
+    if args and args[0] == "--markdown":
+        print("| run | one-to-one | purity | atoms | colour from style | digit from style | digit from content | "
+              "colour from content | style PR-AUC colour / digit | content PR-AUC digit / colour | "
+              "one-to-one within each colour | per colour ... |")
+        for r in args[1:]:
+            markdown(r)
+        return
     if args and args[0] == "--windows":
         for r in args[2:]:
             windows(r, int(args[1]))
