@@ -127,6 +127,15 @@ TEST(config_term_relativity) {
     return 0;
 }
 
+/* The loss configuration model_build makes from t (-1 with the error set if it fails). */
+static int built_loss(const Config *t, V3LossCfg *out) {
+    Model *m = model_build(t, 1);
+    if (!m) return -1;
+    *out = m->loss;
+    model_free(m);
+    return 0;
+}
+
 /* loss_config.per_sample_hinges (a boolean, default false) and loss_config.content_spread ('means', the default, or
  * 'energy'; not with supersample_content): wrong values refused with the key's name, kept in the saved run config,
  * and carried into the model's loss configuration. */
@@ -154,10 +163,9 @@ TEST(config_per_sample_hinges_and_content_spread) {
     CHECK(config_load("configs/tiny.yaml", &t) == 0, "%s", v3_last_error());
     t.per_sample_hinges = 1;
     snprintf(t.content_spread, sizeof t.content_spread, "energy");
-    Model *m = model_build(&t, 1);
-    CHECK(m, "%s", v3_last_error());
-    const int ps = m->loss.per_sample, energy = m->loss.content_energy;
-    model_free(m);
+    V3LossCfg l;
+    CHECK(built_loss(&t, &l) == 0, "%s", v3_last_error());
+    const int ps = l.per_sample, energy = l.content_energy;
     CHECK(ps == 1 && energy == 1, "the model's loss configuration did not get them (per_sample %d, energy %d)", ps,
           energy);
     return 0;
@@ -186,15 +194,12 @@ TEST(config_hinge_form) {
     Config t;
     config_defaults(&t);
     CHECK(config_load("configs/tiny.yaml", &t) == 0, "%s", v3_last_error());
-    Model *m = model_build(&t, 1);
-    CHECK(m, "%s", v3_last_error());
-    const int before = m->loss.log_hinge;
-    model_free(m);
+    V3LossCfg l;
+    CHECK(built_loss(&t, &l) == 0, "%s", v3_last_error());
+    const int before = l.log_hinge;
     snprintf(t.hinge, sizeof t.hinge, "log");
-    m = model_build(&t, 1);
-    CHECK(m, "%s", v3_last_error());
-    const int after = m->loss.log_hinge;
-    model_free(m);
+    CHECK(built_loss(&t, &l) == 0, "%s", v3_last_error());
+    const int after = l.log_hinge;
     CHECK(before == 0 && after == 1, "the model's loss configuration: log_hinge %d by default, %d with log", before,
           after);
     return 0;

@@ -437,6 +437,20 @@ TEST(gpu_v3loss_tiles_and_global_rows) {
     return 0;
 }
 
+/* One case with an option of ours on (*flag = 1), then the same inputs with it off: both against v3_loss (run_case).
+ * Returns 0 if either run fails, else 1, and adds to *differ whether any of the four hinges changed (a case set
+ * whose hinges never change does not test the flag). */
+static int run_on_off(Case *c, int *flag, unsigned long long seed, int *differ) {
+    double on[V3_STATS_DOUBLES], off[V3_STATS_DOUBLES];
+    *flag = 1;
+    if (!run_case(c, seed, on, NULL)) return 0;
+    *flag = 0;
+    if (!run_case(c, seed, off, NULL)) return 0;
+    *flag = 1;
+    *differ += on[5] != off[5] || on[6] != off[6] || on[7] != off[7] || on[8] != off[8];
+    return 1;
+}
+
 /* loss_config.per_sample_hinges: per-sample hinges and within-sample factors (K3's coefb) against v3_loss, at
  * relativities that leave some samples' hinges active and others not (the per-sample ratios spread around the
  * mean ratio), at odd and the authors' sizes, both supersample settings, with ties; and the two forms must
@@ -452,11 +466,7 @@ TEST(gpu_v3loss_per_sample_hinges) {
             for (int dup = 0; dup <= 1; dup++)
                 for (size_t k = 0; k < sizeof rs / sizeof rs[0]; k++) {
                     Case c = {shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], ss, rs[k], dup, dup, 0, 0, 1};
-                    double ps[V3_STATS_DOUBLES], mean_form[V3_STATS_DOUBLES];
-                    CHECK(run_case(&c, seed += 100, ps, NULL), CASE_MSG(&c));
-                    c.ps = 0;
-                    CHECK(run_case(&c, seed, mean_form, NULL), CASE_MSG(&c));
-                    differ += ps[5] != mean_form[5] || ps[6] != mean_form[6] || ps[8] != mean_form[8];
+                    CHECK(run_on_off(&c, &c.ps, seed += 100, &differ), CASE_MSG(&c));
                 }
     CHECK(differ > 0, "the per-sample and the mean-form hinges never differed: the inputs do not test the flag");
     return 0;
@@ -475,11 +485,7 @@ TEST(gpu_v3loss_log_hinge) {
             for (int dup = 0; dup <= 1; dup++)
                 for (size_t k = 0; k < sizeof rs / sizeof rs[0]; k++) {
                     Case c = {shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], 0, rs[k], dup, dup, 0, 0, ps, 1};
-                    double lg[V3_STATS_DOUBLES], lin[V3_STATS_DOUBLES];
-                    CHECK(run_case(&c, seed += 100, lg, NULL), CASE_MSG(&c));
-                    c.log = 0;
-                    CHECK(run_case(&c, seed, lin, NULL), CASE_MSG(&c));
-                    differ += lg[5] != lin[5] || lg[6] != lin[6] || lg[7] != lin[7] || lg[8] != lin[8];
+                    CHECK(run_on_off(&c, &c.log, seed += 100, &differ), CASE_MSG(&c));
                 }
     CHECK(differ > 0, "the log and the linear hinges never differed: the inputs do not test the flag");
     return 0;
