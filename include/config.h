@@ -59,6 +59,9 @@ typedef struct {
     double threshold_ema_dead_code;
     double vq_ema_decay;
     int kmeans_iters;         /* ours, default 10 */
+    char revive_from[16];     /* ours: where a dead code restarts: "batch" (default; a uniform random row of the
+                                 batch, as the library) or "largest" (a row of the batch's largest atom, so that a
+                                 merged atom is split; vq_revive_rows, NOTES.md issue 18) */
     int kmeans_reinit_step;   /* ours: after this many training steps the codebook is drawn again by k-means on the
                                  next step's batch, from the encoder as trained so far (the first draw sees a random
                                  encoder); 0 (default): only the first draw, as the authors (NOTES.md, issue 18) */

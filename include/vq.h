@@ -10,6 +10,8 @@ typedef struct {
     float decay;        /* lambda */
     float threshold;    /* dead-code threshold T (0 = off) */
     int kmeans_iters;
+    int revive_largest; /* ours (model_config.revive_from: largest): dead codes restart inside the batch's largest
+                           atom (vq_revive_rows); 0: at uniform random rows of the batch, as the library does */
     float *embed;       /* [K, d] */
     float *embed_avg;   /* [K, d] */
     float *cluster_size;/* [K] */
@@ -45,6 +47,14 @@ void vq_revive_codes(int d, int ndead, const int *dead, const int *rows, const f
 /* K distinct random rows of N (a randperm prefix) when N >= K, else K draws with replacement: the draws the
  * k-means init and the dead-code replacement make (shared with the GPU path, whose host makes the same draws). */
 void vq_sample_rows(int N, int K, int *rows, Rng *rng);
+
+/* The rows the ndead dead codes restart at. largest = 0: vq_sample_rows (the library's uniform draw). largest = 1
+ * (ours): each dead code in turn takes a random row of the live atom with the most rows in this batch (ind [N],
+ * K atoms; dead codes excluded, lowest index on ties, no row twice), and that atom's count is then halved, so a
+ * second dead code goes to the next largest. A merged atom (two classes) is the largest, so the revived code
+ * splits it instead of a random, healthy one. Falls back to a uniform draw of an unused row when no live atom has
+ * one left. */
+void vq_revive_rows(int N, int ndead, const int *dead, const int *ind, int K, int largest, int *rows, Rng *rng);
 
 /* Codebook usage from the last EMA counts: perplexity exp(H(p)) and the number of codes with cluster_size < T. */
 double vq_perplexity(const VQ *vq);

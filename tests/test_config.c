@@ -205,6 +205,37 @@ TEST(config_hinge_form) {
     return 0;
 }
 
+/* model_config.revive_from ('batch', the default, or 'largest'): other values refused with the key's name, kept in
+ * the saved run config, and carried into the model's quantiser. */
+TEST(config_revive_from) {
+    Config c;
+    config_defaults(&c);
+    CHECK(!strcmp(c.revive_from, "batch"), "default not batch: '%s'", c.revive_from);
+    CHECK(config_set(&c, "model_config.revive_from=smallest") == 0 && config_validate(&c) == -1 &&
+              has("'model_config.revive_from'") && has("'batch' or 'largest'"),
+          "an unknown revive_from accepted: %s", v3_last_error());
+    CHECK(config_set(&c, "model_config.revive_from=largest") == 0 && config_validate(&c) == 0, "refused: %s",
+          v3_last_error());
+    Config d;
+    CHECK(save_reload(&c, "/tmp/v3_test_revive.yaml", &d) == 0, "saved config does not load: %s", v3_last_error());
+    CHECK(!strcmp(d.revive_from, "largest"), "lost in the saved config: '%s'", d.revive_from);
+    Config t;
+    config_defaults(&t);
+    CHECK(config_load("configs/tiny.yaml", &t) == 0, "%s", v3_last_error());
+    Model *m = model_build(&t, 1);
+    CHECK(m, "%s", v3_last_error());
+    const int before = m->vq.revive_largest;
+    model_free(m);
+    snprintf(t.revive_from, sizeof t.revive_from, "largest");
+    m = model_build(&t, 1);
+    CHECK(m, "%s", v3_last_error());
+    const int after = m->vq.revive_largest;
+    model_free(m);
+    CHECK(before == 0 && after == 1, "the model's quantiser: revive_largest %d by default, %d with largest", before,
+          after);
+    return 0;
+}
+
 /* The InsNotes CPU configuration (issue 18): the smallest width the InsNotes architecture allows, K = 12 pitch
  * classes, the demo's loss settings with the style-side terms held back for the first half of the run. */
 TEST(config_loads_insnotes_cpu) {

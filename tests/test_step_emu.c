@@ -127,21 +127,34 @@ static int run_case(Config *c, int B, int steps, unsigned long long seed) {
     return 0;
 }
 
+/* The tiny architecture with codes small enough that some die: threshold_ema_dead_code as given. */
+static void tiny_with_revivals(Config *c, double threshold) {
+    config_defaults(c);
+    snprintf(c->path, sizeof c->path, "(test)");
+    c->arch = ARCH_TINY;
+    c->n_channels = 16;
+    c->n_fragments = 4;
+    c->n_feature = 8;
+    c->fragment_len = 8;
+    c->d_emb_c = 6;
+    c->d_emb_s = 5;
+    c->n_atoms = 6;
+    c->relativity = 1e3;
+    c->threshold_ema_dead_code = threshold;
+}
+
 TEST(step_emu_matches_host_tiny) {
     Config c;
-    config_defaults(&c);
-    snprintf(c.path, sizeof c.path, "(test)");
-    c.arch = ARCH_TINY;
-    c.n_channels = 16;
-    c.n_fragments = 4;
-    c.n_feature = 8;
-    c.fragment_len = 8;
-    c.d_emb_c = 6;
-    c.d_emb_s = 5;
-    c.n_atoms = 6;
-    c.relativity = 1e3;
-    c.threshold_ema_dead_code = 1.5; /* high enough that codes die and are revived */
+    tiny_with_revivals(&c, 1.5); /* high enough that codes die and are revived */
     return run_case(&c, 5, 9, 100);
+}
+
+/* model_config.revive_from: largest: the step fetches the batch's assignment to choose the rows. */
+TEST(step_emu_matches_host_revive_largest) {
+    Config c;
+    tiny_with_revivals(&c, 2.5);
+    snprintf(c.revive_from, sizeof c.revive_from, "largest");
+    return run_case(&c, 5, 9, 300);
 }
 
 TEST(step_emu_matches_host_supersample) {

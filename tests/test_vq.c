@@ -112,6 +112,82 @@ TEST(vq_dead_code_replaced_from_batch_and_reset) {
     return 0;
 }
 
+/* model_config.revive_from: largest. Every dead code restarts at a row of the live atom with the most rows, whose
+ * count is then halved; rows are distinct; revive_from: batch is the library's draw, bit for bit. */
+TEST(vq_revive_rows_from_the_largest_atom) {
+    /* counts: atom 0: 2 (dead), atom 1: 6, atom 2: 4, atom 3: 0 (dead) */
+    const int N = 12, K = 4, ind[12] = {1, 0, 2, 1, 1, 2, 0, 1, 2, 1, 2, 1}, dead[2] = {3, 0};
+    int seen1[12] = {0}, seen2[12] = {0};
+    for (uint64_t seed = 0; seed < 300; seed++) {
+        Rng r;
+        rng_seed(&r, seed);
+        int rows[2] = {-1, -1};
+        vq_revive_rows(N, 2, dead, ind, K, 1, rows, &r);
+        /* the first goes to atom 1 (6 rows); its count halves to 3, so the second goes to atom 2 (4 rows) */
+        CHECK(rows[0] >= 0 && rows[0] < N && ind[rows[0]] == 1, "seed %d: first row %d (atom %d), want atom 1",
+              (int)seed, rows[0], rows[0] >= 0 && rows[0] < N ? ind[rows[0]] : -1);
+        CHECK(rows[1] >= 0 && rows[1] < N && ind[rows[1]] == 2, "seed %d: second row %d (atom %d), want atom 2",
+              (int)seed, rows[1], rows[1] >= 0 && rows[1] < N ? ind[rows[1]] : -1);
+        seen1[rows[0]]++, seen2[rows[1]]++;
+    }
+    for (int i = 0; i < N; i++) {
+        CHECK(ind[i] != 1 || seen1[i] > 0, "row %d of atom 1 never drawn in 300 seeds", i);
+        CHECK(ind[i] != 2 || seen2[i] > 0, "row %d of atom 2 never drawn in 300 seeds", i);
+    }
+    /* one atom left alive: rows are distinct, and once its rows are used up any unused row is drawn */
+    const int ind1[4] = {2, 2, 0, 1}, dead3[3] = {0, 1, 3};
+    for (uint64_t seed = 0; seed < 50; seed++) {
+        Rng r;
+        rng_seed(&r, seed);
+        int rows[3];
+        vq_revive_rows(4, 3, dead3, ind1, 4, 1, rows, &r);
+        CHECK(ind1[rows[0]] == 2 && ind1[rows[1]] == 2 && rows[0] != rows[1], "seed %d: rows %d %d not both of atom 2",
+              (int)seed, rows[0], rows[1]);
+        CHECK(rows[2] >= 2 && rows[2] < 4, "seed %d: third row %d, want an unused row (2 or 3)", (int)seed, rows[2]);
+    }
+    /* revive_from: batch is vq_sample_rows on the same generator */
+    Rng a, b;
+    rng_seed(&a, 9);
+    rng_seed(&b, 9);
+    int ra[2], rb[2];
+    vq_revive_rows(N, 2, dead, ind, K, 0, ra, &a);
+    vq_sample_rows(N, 2, rb, &b);
+    CHECK(ra[0] == rb[0] && ra[1] == rb[1] && rng_below(&a, 1000) == rng_below(&b, 1000),
+          "revive_from batch is not the library draw");
+    return 0;
+}
+
+/* The EMA update with revive_largest: the dead code takes a row of the batch's largest atom. */
+TEST(vq_dead_code_revived_inside_the_largest_atom) {
+    int K = 3, d = 2, N = 6;
+    for (uint64_t seed = 0; seed < 20; seed++) {
+        VQ vq;
+        vq_init(&vq, K, d, 0.5f, 2.0f, 10);
+        vq.revive_largest = 1;
+        float emb[6] = {0, 0, 1, 1, 50, 50};
+        memcpy(vq.embed, emb, sizeof emb);
+        for (int k = 0; k < 6; k++) vq.embed_avg[k] = emb[k] * 4;
+        vq.cluster_size[0] = vq.cluster_size[1] = 4;
+        vq.cluster_size[2] = 1;
+        vq.initted = 1;
+        /* four rows near code 1, two near code 0 */
+        float x[12] = {0, 0.1f, 1, 1.1f, 0.9f, 1, 1.2f, 0.8f, 0.1f, 0, 1.1f, 0.9f};
+        int ind[6];
+        vq_assign(vq.embed, K, d, N, x, ind);
+        Rng r;
+        rng_seed(&r, seed);
+        vq_ema_update(&vq, N, x, ind, &r);
+        int row = -1;
+        for (int i = 0; i < N; i++)
+            if (vq.embed[4] == x[i * 2] && vq.embed[5] == x[i * 2 + 1]) row = i;
+        CHECK(row >= 0 && ind[row] == 1, "seed %d: dead code 2 = (%g, %g) is not a row of atom 1 (row %d)", (int)seed,
+              vq.embed[4], vq.embed[5], row);
+        CHECK(vq.cluster_size[2] == 2.0f, "dead code cluster_size %g, want the threshold 2", vq.cluster_size[2]);
+        vq_free(&vq);
+    }
+    return 0;
+}
+
 TEST(vq_forward_modes_commit_and_no_update_in_eval) {
     int K = 2, d = 3, N = 4;
     float x[12];

@@ -4,7 +4,9 @@ validation hinge statistics (log.jsonl) and the first training step from which e
 With --windows W: per window of W training steps, the share of steps at which each hinge is exactly 0 and the
 mean ratios F_c/S_c and S_s/F_s (what the hinges compare with the relativity r).
 With --markdown: one RESULTS.md table row per run (codebook, probes, PR-AUC, then one-to-one within each style).
-Usage: tools/sweep_table.py [--windows W | --markdown] RUN [RUN ...]"""
+With --verdict: one RESULTS.md table row per verdict criterion: its threshold, each run's value, the mean +- sample
+standard deviation over the runs (seeds), and on how many runs it passes; then the zero-shot OOD accuracy.
+Usage: tools/sweep_table.py [--windows W | --markdown | --verdict] RUN [RUN ...]"""
 import json
 import os
 import sys
@@ -83,9 +85,50 @@ def markdown(run):
     print("| %s | %s |" % (os.path.basename(run.rstrip("/")), " | ".join(cells)))
 
 
+def verdict(runs):
+    res = [json.load(open(os.path.join(r, "eval", "results.json"))) for r in runs]
+    names = [os.path.basename(r.rstrip("/")) for r in runs]
+    print("| criterion | target | %s | mean +- sd | passes |" % " | ".join(names))
+    print("|---|---|%s---|---|" % ("---|" * len(runs)))
+    for i, c in enumerate(res[0]["verdict"]):
+        rows = [x["verdict"][i] for x in res]
+        if any(r["criterion"] != c["criterion"] for r in rows):
+            sys.exit("sweep_table.py: the runs' verdicts list different criteria")
+        judged = [r for r in rows if r["result"] in ("pass", "fail")]
+        vals = [r["value"] for r in judged]
+        if vals:
+            m = sum(vals) / len(vals)
+            sd = (sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
+            ms = "%.2f +- %.2f" % (m, sd)
+        else:
+            ms = "n/a"
+        cells = [("%.2f" % r["value"]) if r["result"] in ("pass", "fail") else "n/a" for r in rows]
+        print("| %s | %s %g | %s | %s | %d of %d |" % (c["criterion"], ">=" if c["at_least"] else "<=", c["threshold"],
+                                                   " | ".join(cells), ms, sum(r["result"] == "pass" for r in rows),
+                                                   len(judged)))
+    z = [x.get("ood", {}).get("zero_shot", {}).get("accuracy_authors") for x in res]
+    if all(v is not None for v in z):
+        m = sum(z) / len(z)
+        print("| OOD zero-shot digit accuracy (authors' rule; chance 0.10) | | %s | %.2f | |"
+              % (" | ".join("%.2f" % v for v in z), m))
+
+
 def main():
     args = sys.argv[1:]
-    if args and args[0] == "--markdown":
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__)
+        sys.exit(0 if args else 2)
+    bad = [a for a in args if a.startswith("-") and a not in ("--markdown", "--windows", "--verdict")]
+    if bad:
+        sys.exit("sweep_table.py: unknown option %s (options: --windows W, --markdown, --verdict)" % bad[0])
+    missing = [a for a in args if not a.startswith("-") and not a.isdigit()
+               and not os.path.isfile(os.path.join(a, "log.jsonl"))]
+    if missing:
+        sys.exit("sweep_table.py: %s: not a training run directory (no log.jsonl)" % missing[0])
+    if args[0] == "--verdict":
+        verdict(args[1:])
+        return
+    if args[0] == "--markdown":
         print("| run | one-to-one | purity | atoms | colour from style | digit from style | digit from content | "
               "colour from content | style PR-AUC colour / digit | content PR-AUC digit / colour | "
               "one-to-one within each colour | per colour ... |")

@@ -98,6 +98,7 @@ static const KeyDef KEYS[] = {
     F("model_config.vq_ema_decay", K_NUM, vq_ema_decay),
     F("model_config.kmeans_iters", K_NNINT, kmeans_iters),
     F("model_config.kmeans_reinit_step", K_NNINT, kmeans_reinit_step),
+    F("model_config.revive_from", K_STR, revive_from),
     S("optimizer_config"),
     F("optimizer_config.optimizer", K_STR, optimizer),
     F("optimizer_config.lr", K_NUM, lr),
@@ -492,6 +493,7 @@ void config_defaults(Config *c) {
     c->relativity = 15;
     snprintf(c->tie_gradient, sizeof c->tie_gradient, "pytorch");
     snprintf(c->content_spread, sizeof c->content_spread, "means");
+    snprintf(c->revive_from, sizeof c->revive_from, "batch");
     snprintf(c->hinge, sizeof c->hinge, "linear");
     c->arch = ARCH_PHONENUMS;
     c->n_channels = 256;
@@ -640,6 +642,8 @@ static int validate_model(const Config *c) {
     NEED(c->kmeans_iters >= 0, "model_config.kmeans_iters", "a non-negative integer", c->kmeans_iters);
     NEED(c->threshold_ema_dead_code >= 0, "model_config.threshold_ema_dead_code", "a number >= 0",
          c->threshold_ema_dead_code);
+    if (strcmp(c->revive_from, "batch") && strcmp(c->revive_from, "largest"))
+        return verr_s(c, "model_config.revive_from", "'batch' or 'largest'", c->revive_from);
     NEED(c->vq_ema_decay >= 0 && c->vq_ema_decay < 1, "model_config.vq_ema_decay", "a number in [0, 1)",
          c->vq_ema_decay);
     return 0;

@@ -361,6 +361,7 @@ Model *model_build(const Config *c, uint64_t seed) {
     for (int i = 0; i < m->ds; i++) m->p[bns + i] = 1.0f;
 
     vq_init(&m->vq, c->n_atoms, m->dc, (float)c->vq_ema_decay, (float)c->threshold_ema_dead_code, c->kmeans_iters);
+    m->vq.revive_largest = !strcmp(c->revive_from, "largest");
     m->loss = (V3LossCfg){.w_content = c->w_content, .w_style = c->w_style, .w_sample = c->w_sample,
                           .w_fragment = c->w_fragment, .relativity = c->relativity,
                           .r_content = c->r_content, .r_style = c->r_style, .r_sample = c->r_sample,

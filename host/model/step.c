@@ -476,7 +476,15 @@ static int vq_step(Step *s, int N, VqMode mode) {
         for (int k = 0; k < K; k++)
             if (s->cs_host[k] < vq->threshold) dead[ndead++] = k;
         if (ndead) {
-            vq_sample_rows(N, ndead, rows, &m->rng);
+            if (vq->revive_largest) { /* the row choice reads this batch's assignment: N ints more */
+                if (!s->host_ind) s->host_ind = xmalloc(sizeof(int) * (size_t)s->N_max);
+                if (be->d2h(s->host_ind, s->ind, sizeof(int) * (size_t)N)) {
+                    free(dead);
+                    free(rows);
+                    return -1;
+                }
+            }
+            vq_revive_rows(N, ndead, dead, s->host_ind, K, vq->revive_largest, rows, &m->rng);
             be->vq_revive(s->vq, ndead, dead, rows, s->zc, vq->threshold, s->embed, s->embed_avg, s->cluster_size);
             for (int i = 0; i < ndead; i++) s->cs_host[dead[i]] = vq->threshold;
         }

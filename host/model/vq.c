@@ -75,6 +75,45 @@ void vq_sample_rows(int N, int K, int *rows, Rng *rng) {
     }
 }
 
+void vq_revive_rows(int N, int ndead, const int *dead, const int *ind, int K, int largest, int *rows, Rng *rng) {
+    if (!largest) {
+        vq_sample_rows(N, ndead, rows, rng);
+        return;
+    }
+    int *cnt = xcalloc((size_t)K, sizeof(int)), *used = xcalloc((size_t)N, sizeof(int));
+    for (int i = 0; i < N; i++) cnt[ind[i]]++;
+    for (int i = 0; i < ndead; i++) cnt[dead[i]] = 0; /* a dead code is not split */
+    for (int i = 0; i < ndead; i++) {
+        int best = -1;
+        for (int k = 0; k < K; k++)
+            if (cnt[k] > 0 && (best < 0 || cnt[k] > cnt[best])) best = k;
+        int avail = 0;
+        if (best >= 0)
+            for (int r = 0; r < N; r++) avail += ind[r] == best && !used[r];
+        int pick = -1;
+        if (avail > 0) { /* the j-th unused row of that atom, in row order */
+            int j = (int)rng_below(rng, (uint32_t)avail);
+            for (int r = 0; r < N && pick < 0; r++)
+                if (ind[r] == best && !used[r] && j-- == 0) pick = r;
+            cnt[best] /= 2;
+        } else { /* no live atom has a row left: any unused row, else any row */
+            int free_rows = 0;
+            for (int r = 0; r < N; r++) free_rows += !used[r];
+            if (free_rows > 0) {
+                int j = (int)rng_below(rng, (uint32_t)free_rows);
+                for (int r = 0; r < N && pick < 0; r++)
+                    if (!used[r] && j-- == 0) pick = r;
+            } else {
+                pick = (int)rng_below(rng, (uint32_t)N);
+            }
+        }
+        used[pick] = 1;
+        rows[i] = pick;
+    }
+    free(cnt);
+    free(used);
+}
+
 void vq_kmeans_init(VQ *vq, int N, const float *x, Rng *rng) {
     int K = vq->K, d = vq->d;
     int *rows = xmalloc(sizeof(int) * K), *ind = xmalloc(sizeof(int) * N);
@@ -133,7 +172,7 @@ void vq_ema_update(VQ *vq, int N, const float *x, const int *ind, Rng *rng) {
         for (int k = 0; k < K; k++)
             if (vq->cluster_size[k] < vq->threshold) dead[ndead++] = k;
         if (ndead) {
-            vq_sample_rows(N, ndead, rows, rng);
+            vq_revive_rows(N, ndead, dead, ind, K, vq->revive_largest, rows, rng);
             vq_revive_codes(d, ndead, dead, rows, x, vq->threshold, vq->embed, vq->embed_avg, vq->cluster_size);
         }
         free(dead);
