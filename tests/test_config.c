@@ -250,14 +250,17 @@ TEST(config_loads_insnotes_cpu) {
 }
 
 /* The demo's configuration (make demo): the width-64, K = 10 model on the full set, with the style-side terms held
- * back for the first 1000 steps, S_c as an energy distance with the content hinge's r at 60 (issue 18). */
+ * back for the first 500 steps, S_c as an energy distance with the content hinge's r at 60, dead codes restarted
+ * inside the largest atom (issue 18). */
 TEST(config_loads_phonenums_demo) {
     Config c;
     config_defaults(&c);
     CHECK(c.style_from_step == 0, "default style_from_step %d, want 0 (the authors' schedule)", c.style_from_step);
     CHECK(config_load("configs/phonenums-demo.yaml", &c) == 0, "%s", v3_last_error());
     CHECK(c.arch == ARCH_PHONENUMS && c.n_channels == 64 && c.n_atoms == 10, "model_config");
-    CHECK(c.style_from_step == 1000 && c.style_from_step < c.epochs * 50, "style_from_step %d", c.style_from_step);
+    CHECK(c.style_from_step == 500 && c.style_from_step < c.epochs * 50, "style_from_step %d", c.style_from_step);
+    CHECK(!strcmp(c.revive_from, "largest") && near(c.threshold_ema_dead_code, 10), "revive_from %s, threshold %g",
+          c.revive_from, c.threshold_ema_dead_code);
     CHECK(!strcmp(c.data_dir, "data/phonenums"), "data_dir %s", c.data_dir);
     CHECK(!strcmp(c.content_spread, "energy") && near(c.r_content, 60) && c.r_style == 0 && c.r_fragment == 0,
           "content_spread %s, content r %g", c.content_spread, c.r_content);
