@@ -128,6 +128,14 @@ TEST(config_term_relativity) {
 }
 
 /* The loss configuration model_build makes from t (-1 with the error set if it fails). */
+/* The model configs/tiny.yaml builds, with one KEY=VALUE override (or none): NULL on any error. */
+static Model *tiny_model(const char *kv) {
+    Config t;
+    config_defaults(&t);
+    if (config_load("configs/tiny.yaml", &t) || (kv && config_set(&t, kv)) || config_validate(&t)) return NULL;
+    return model_build(&t, 1);
+}
+
 static int built_loss(const Config *t, V3LossCfg *out) {
     Model *m = model_build(t, 1);
     if (!m) return -1;
@@ -191,15 +199,13 @@ TEST(config_hinge_form) {
     Config d;
     CHECK(save_reload(&c, "/tmp/v3_test_hinge.yaml", &d) == 0, "saved config does not load: %s", v3_last_error());
     CHECK(!strcmp(d.hinge, "log"), "lost in the saved config: '%s'", d.hinge);
-    Config t;
-    config_defaults(&t);
-    CHECK(config_load("configs/tiny.yaml", &t) == 0, "%s", v3_last_error());
-    V3LossCfg l;
-    CHECK(built_loss(&t, &l) == 0, "%s", v3_last_error());
-    const int before = l.log_hinge;
-    snprintf(t.hinge, sizeof t.hinge, "log");
-    CHECK(built_loss(&t, &l) == 0, "%s", v3_last_error());
-    const int after = l.log_hinge;
+    Model *m = tiny_model(NULL);
+    CHECK(m, "%s", v3_last_error());
+    const int before = m->loss.log_hinge;
+    model_free(m);
+    CHECK((m = tiny_model("loss_config.hinge=log")), "%s", v3_last_error());
+    const int after = m->loss.log_hinge;
+    model_free(m);
     CHECK(before == 0 && after == 1, "the model's loss configuration: log_hinge %d by default, %d with log", before,
           after);
     return 0;
@@ -219,16 +225,11 @@ TEST(config_revive_from) {
     Config d;
     CHECK(save_reload(&c, "/tmp/v3_test_revive.yaml", &d) == 0, "saved config does not load: %s", v3_last_error());
     CHECK(!strcmp(d.revive_from, "largest"), "lost in the saved config: '%s'", d.revive_from);
-    Config t;
-    config_defaults(&t);
-    CHECK(config_load("configs/tiny.yaml", &t) == 0, "%s", v3_last_error());
-    Model *m = model_build(&t, 1);
+    Model *m = tiny_model(NULL);
     CHECK(m, "%s", v3_last_error());
     const int before = m->vq.revive_largest;
     model_free(m);
-    snprintf(t.revive_from, sizeof t.revive_from, "largest");
-    m = model_build(&t, 1);
-    CHECK(m, "%s", v3_last_error());
+    CHECK((m = tiny_model("model_config.revive_from=largest")), "%s", v3_last_error());
     const int after = m->vq.revive_largest;
     model_free(m);
     CHECK(before == 0 && after == 1, "the model's quantiser: revive_largest %d by default, %d with largest", before,
